@@ -1,0 +1,3 @@
+from vesseltree.cli import main
+
+raise SystemExit(main())
