@@ -141,7 +141,9 @@ def as_volume(source, *, spacing=None, affine=None, name: str = "source") -> Vol
     """Coerce a Volume, nibabel image, numpy array (with spacing/affine) or torch tensor to a Volume."""
     if isinstance(source, Volume):
         if spacing is not None or affine is not None:
-            raise InvalidInputError(f"{name} is a Volume, which carries its own affine; drop spacing=/affine=")
+            raise InvalidInputError(
+                f"{name} is a Volume, which carries its own affine; drop spacing=/affine="
+            )
         return source
     if hasattr(source, "dataobj") and hasattr(source, "affine"):
         return Volume.from_nibabel(source)

@@ -25,7 +25,9 @@ from vesseltree.io import (
 
 EXACT = {"rtol": 0.0, "atol": 0.0}
 FULL_FORMATS = [".npz", ".json", ".vtp", ".graphml"]
-HSETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+HSETTINGS = settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @HSETTINGS
@@ -68,15 +70,25 @@ def test_conversions_round_trip_exactly(g):
 
 
 def test_conversion_contents():
-    g = VesselGraph([[0, 0, 0], [0, 0, 1.5], [1, 0, 2]], [1.0, 0.8, 0.5], [[0, 1], [1, 2]],
-                    node_data={"label": np.array([3, 3, 4])}).to_tree(root=0)
+    g = VesselGraph(
+        [[0, 0, 0], [0, 0, 1.5], [1, 0, 2]],
+        [1.0, 0.8, 0.5],
+        [[0, 1], [1, 2]],
+        node_data={"label": np.array([3, 3, 4])},
+    ).to_tree(root=0)
     nxg = to_networkx(g)
     assert nxg.is_directed() and nxg.nodes[1]["radius"] == 0.8 and nxg.nodes[2]["label"] == 4
     assert nxg.nodes[1]["position"] == (0.0, 0.0, 1.5)
     data = to_pyg(g)
-    assert tuple(data.edge_index.shape) == (2, 2) and data.root == 0 and data.node_label.tolist() == [3, 3, 4]
+    assert (
+        tuple(data.edge_index.shape) == (2, 2)
+        and data.root == 0
+        and data.node_label.tolist() == [3, 3, 4]
+    )
     poly = to_pyvista(g)
-    assert poly.n_points == 3 and poly.n_lines == 2 and np.allclose(poly.point_data["radius"], g.radii)
+    assert (
+        poly.n_points == 3 and poly.n_lines == 2 and np.allclose(poly.point_data["radius"], g.radii)
+    )
 
 
 def test_from_networkx_accepts_xyz_attributes_and_any_labels():
@@ -97,7 +109,9 @@ def test_from_pyvista_polylines_and_radius_names():
     import pyvista as pv
 
     poly = pv.PolyData(np.array([[0, 0, 0], [0, 0, 1], [0, 0, 2], [1, 0, 2.0]]))
-    poly.lines = np.array([3, 0, 1, 2, 2, 2, 3])  # a polyline of 3 points and a 2-point line sharing point 2
+    poly.lines = np.array(
+        [3, 0, 1, 2, 2, 2, 3]
+    )  # a polyline of 3 points and a 2-point line sharing point 2
     poly.point_data["MaximumInscribedSphereRadius"] = np.array([1.0, 0.9, 0.8, 0.5])
     g = from_pyvista(poly)
     assert g.n_edges == 3 and g.degrees.tolist() == [1, 2, 2, 1]
@@ -142,8 +156,17 @@ def test_corrupt_contents(tmp_path):
     p.write_text(json.dumps({"format": "something else"}))
     with pytest.raises(FileFormatError, match="not a vesseltree.graph document"):
         read_graph(p)
-    p.write_text(json.dumps({"format": "vesseltree.graph", "version": 1, "positions": [[0, 0, 0]], "radii": [-1],
-                             "edges": []}))
+    p.write_text(
+        json.dumps(
+            {
+                "format": "vesseltree.graph",
+                "version": 1,
+                "positions": [[0, 0, 0]],
+                "radii": [-1],
+                "edges": [],
+            }
+        )
+    )
     with pytest.raises(FileFormatError, match="radii must be positive"):
         read_graph(p)
     s = tmp_path / "g.swc"

@@ -40,7 +40,10 @@ def to_networkx(graph: VesselGraph):
         edge_data_dtypes={k: v.dtype.str for k, v in graph.edge_data.items()},
     )
     for i in range(graph.n_nodes):
-        attrs: dict[str, Any] = {"position": tuple(graph.positions[i].tolist()), "radius": float(graph.radii[i])}
+        attrs: dict[str, Any] = {
+            "position": tuple(graph.positions[i].tolist()),
+            "radius": float(graph.radii[i]),
+        }
         for k, v in graph.node_data.items():
             attrs[k] = _py(v[i])
         g.add_node(i, **attrs)
@@ -71,7 +74,9 @@ def from_networkx(g) -> VesselGraph:
     if g.is_multigraph():
         raise InvalidInputError("multigraphs are not supported: merge parallel edges first")
     labels = list(g.nodes)
-    if sorted(labels, key=str) == list(range(len(labels))) or set(labels) == set(range(len(labels))):
+    if sorted(labels, key=str) == list(range(len(labels))) or set(labels) == set(
+        range(len(labels))
+    ):
         labels = list(range(len(labels)))
     index = {lab: i for i, lab in enumerate(labels)}
     n = len(labels)
@@ -95,13 +100,20 @@ def from_networkx(g) -> VesselGraph:
         rad[i] = attrs["radius"]
         for k in node_cols:
             if k not in attrs:
-                raise InvalidInputError(f"node {lab!r} lacks node attribute {k!r} that other nodes have")
+                raise InvalidInputError(
+                    f"node {lab!r} lacks node attribute {k!r} that other nodes have"
+                )
             node_cols[k].append(attrs[k])
     edge_list = list(g.edges(data=True))
     if edge_list and all("index" in d for _, _, d in edge_list):
         edge_list.sort(key=lambda t: t[2]["index"])
-    edges = np.array([(index[b], index[a]) if d.get("tail") == b and b in index else (index[a], index[b])
-                      for a, b, d in edge_list], dtype=np.int64).reshape(-1, 2)
+    edges = np.array(
+        [
+            (index[b], index[a]) if d.get("tail") == b and b in index else (index[a], index[b])
+            for a, b, d in edge_list
+        ],
+        dtype=np.int64,
+    ).reshape(-1, 2)
     edge_keys = sorted({k for _, _, d in edge_list for k in d} - {"index", "tail"})
     edge_cols = {k: [d[k] for _, _, d in edge_list] for k in edge_keys}
     node_dtypes = g.graph.get("node_data_dtypes", {})
@@ -113,8 +125,16 @@ def from_networkx(g) -> VesselGraph:
     if root is not None and not g.is_directed():
         root = None
     affine = g.graph.get("affine")
-    return VesselGraph(pos, rad, edges, root=root, node_data=node_data, edge_data=edge_data,
-                       affine=affine, meta=g.graph.get("meta") or {})
+    return VesselGraph(
+        pos,
+        rad,
+        edges,
+        root=root,
+        node_data=node_data,
+        edge_data=edge_data,
+        affine=affine,
+        meta=g.graph.get("meta") or {},
+    )
 
 
 # ---------------------------------------------------------------------- torch_geometric
@@ -152,10 +172,14 @@ def from_pyg(data) -> VesselGraph:
     """
     for field in ("pos", "edge_index"):
         if getattr(data, field, None) is None:
-            raise InvalidInputError(f"data must have a {field!r} field, got fields {sorted(data.keys())}")
+            raise InvalidInputError(
+                f"data must have a {field!r} field, got fields {sorted(data.keys())}"
+            )
     radius = getattr(data, "radius", None)
     if radius is None:
-        raise InvalidInputError(f"data must have a 'radius' field (mm), got fields {sorted(data.keys())}")
+        raise InvalidInputError(
+            f"data must have a 'radius' field (mm), got fields {sorted(data.keys())}"
+        )
     pos = data.pos.detach().cpu().numpy()
     node_data, edge_data = {}, {}
     for key in data.keys():

@@ -30,8 +30,15 @@ from .._atomic import atomic_path, write_text_atomic
 from ..errors import FileFormatError, InvalidInputError, describe
 from ..graph import VesselGraph
 
-__all__ = ["GRAPH_SUFFIXES", "read_graph", "write_graph", "graph_to_dict", "graph_from_dict",
-           "read_swc", "write_swc"]
+__all__ = [
+    "GRAPH_SUFFIXES",
+    "read_graph",
+    "write_graph",
+    "graph_to_dict",
+    "graph_from_dict",
+    "read_swc",
+    "write_swc",
+]
 
 FORMAT_NAME = "vesseltree.graph"
 FORMAT_VERSION = 1
@@ -95,8 +102,16 @@ def read_graph(path: str | os.PathLike) -> VesselGraph:
         return _READERS[suffix](path)
     except FileFormatError:
         raise
-    except (InvalidInputError, ValueError, KeyError, TypeError, IndexError, OSError, zipfile.BadZipFile,
-            EOFError) as exc:
+    except (
+        InvalidInputError,
+        ValueError,
+        KeyError,
+        TypeError,
+        IndexError,
+        OSError,
+        zipfile.BadZipFile,
+        EOFError,
+    ) as exc:
         raise FileFormatError(f"{str(path)!r} is not a valid {suffix} graph file: {exc}") from exc
 
 
@@ -134,18 +149,30 @@ def graph_from_dict(data: Mapping[str, Any]) -> VesselGraph:
     if not isinstance(data, Mapping) or data.get("format") != FORMAT_NAME:
         raise FileFormatError(f"not a {FORMAT_NAME} document (missing 'format': {FORMAT_NAME!r})")
     if int(data.get("version", 0)) > FORMAT_VERSION:
-        raise FileFormatError(f"graph format version {data['version']} is newer than this vesseltree reads")
+        raise FileFormatError(
+            f"graph format version {data['version']} is newer than this vesseltree reads"
+        )
     missing = [k for k in ("positions", "radii", "edges") if k not in data]
     if missing:
         raise FileFormatError(f"graph document lacks {missing}")
-    pos = np.asarray(data["positions"], dtype=np.float64).reshape(-1, 3) if data["positions"] else np.zeros((0, 3))
+    pos = (
+        np.asarray(data["positions"], dtype=np.float64).reshape(-1, 3)
+        if data["positions"]
+        else np.zeros((0, 3))
+    )
     return VesselGraph(
         pos,
         np.asarray(data["radii"], dtype=np.float64),
         np.asarray(data["edges"], dtype=np.int64).reshape(-1, 2),
         root=data.get("root"),
-        node_data={k: _array_from_entry(v, f"node_data[{k!r}]") for k, v in (data.get("node_data") or {}).items()},
-        edge_data={k: _array_from_entry(v, f"edge_data[{k!r}]") for k, v in (data.get("edge_data") or {}).items()},
+        node_data={
+            k: _array_from_entry(v, f"node_data[{k!r}]")
+            for k, v in (data.get("node_data") or {}).items()
+        },
+        edge_data={
+            k: _array_from_entry(v, f"edge_data[{k!r}]")
+            for k, v in (data.get("edge_data") or {}).items()
+        },
         affine=data.get("affine"),
         meta=data.get("meta") or {},
     )
@@ -228,7 +255,9 @@ def read_polydata(path: str | os.PathLike):
     path = Path(path)
     head = path.read_bytes()[:256].lstrip()
     if not (head.startswith(b"<?xml") or head.startswith(b"<VTKFile")):
-        raise FileFormatError(f"{str(path)!r} is not a VTK XML file (it does not start with '<?xml')")
+        raise FileFormatError(
+            f"{str(path)!r} is not a VTK XML file (it does not start with '<?xml')"
+        )
     reader = vtk.vtkXMLPolyDataReader()
     reader.SetFileName(str(path))
     errors: list[str] = []
@@ -261,7 +290,9 @@ def _tree_parents(graph: VesselGraph) -> np.ndarray:
     parents = np.full(graph.n_nodes, -1, dtype=np.int64)
     for c in range(graph.n_components):
         root = graph.default_root(component=c)
-        _, pred = breadth_first_order(graph.adjacency, root, directed=False, return_predecessors=True)
+        _, pred = breadth_first_order(
+            graph.adjacency, root, directed=False, return_predecessors=True
+        )
         member = graph.component_labels == c
         parents[member] = np.where(pred[member] < 0, -1, pred[member])
     return parents
@@ -272,7 +303,11 @@ def write_swc(graph: VesselGraph, path: str | os.PathLike) -> None:
     _check_graph(graph)
     parents = _tree_parents(graph)
     types = graph.node_data.get("swc_type")
-    types = np.zeros(graph.n_nodes, dtype=np.int64) if types is None else np.asarray(types).astype(np.int64)
+    types = (
+        np.zeros(graph.n_nodes, dtype=np.int64)
+        if types is None
+        else np.asarray(types).astype(np.int64)
+    )
     header = {
         "affine": None if graph.affine is None else graph.affine.tolist(),
         "meta": dict(graph.meta),
@@ -280,9 +315,11 @@ def write_swc(graph: VesselGraph, path: str | os.PathLike) -> None:
         "swc_type": "swc_type" in graph.node_data,
         "n_nodes": graph.n_nodes,  # lets the reader detect a truncated file
     }
-    lines = ["# SWC written by vesseltree; units mm, world frame of the source image (RAS)",
-             "# columns: id type x y z radius parent",
-             "# vesseltree: " + json.dumps(header)]
+    lines = [
+        "# SWC written by vesseltree; units mm, world frame of the source image (RAS)",
+        "# columns: id type x y z radius parent",
+        "# vesseltree: " + json.dumps(header),
+    ]
     p = graph.positions.tolist()  # python floats: repr is the shortest exact text
     r = graph.radii.tolist()
     for i in range(graph.n_nodes):
@@ -297,7 +334,9 @@ def read_swc(path: str | os.PathLike) -> VesselGraph:
     path = Path(path)
     header: dict[str, Any] = {}
     rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8", errors="strict").splitlines(), 1):
+    for lineno, line in enumerate(
+        path.read_text(encoding="utf-8", errors="strict").splitlines(), 1
+    ):
         text = line.strip()
         if not text:
             continue
@@ -307,10 +346,21 @@ def read_swc(path: str | os.PathLike) -> VesselGraph:
             continue
         parts = text.split()
         if len(parts) < 7:
-            raise FileFormatError(f"{str(path)!r} line {lineno}: expected 7 columns, got {len(parts)}: {text!r}")
+            raise FileFormatError(
+                f"{str(path)!r} line {lineno}: expected 7 columns, got {len(parts)}: {text!r}"
+            )
         try:
-            rows.append((int(parts[0]), int(float(parts[1])), float(parts[2]), float(parts[3]), float(parts[4]),
-                         float(parts[5]), int(float(parts[6]))))
+            rows.append(
+                (
+                    int(parts[0]),
+                    int(float(parts[1])),
+                    float(parts[2]),
+                    float(parts[3]),
+                    float(parts[4]),
+                    float(parts[5]),
+                    int(float(parts[6])),
+                )
+            )
         except ValueError as exc:
             raise FileFormatError(f"{str(path)!r} line {lineno}: not numeric: {text!r}") from exc
     if not rows:
@@ -329,7 +379,9 @@ def read_swc(path: str | os.PathLike) -> VesselGraph:
             roots.append(i)
             continue
         if r[6] not in index:
-            raise FileFormatError(f"{str(path)!r}: node {r[0]} has parent {r[6]}, which is not in the file")
+            raise FileFormatError(
+                f"{str(path)!r}: node {r[0]} has parent {r[6]}, which is not in the file"
+            )
         edges.append((index[r[6]], i))
     arr = np.asarray([r[2:6] for r in rows], dtype=np.float64).reshape(-1, 4)
     node_data = {}
@@ -356,13 +408,19 @@ def _write_graphml(graph: VesselGraph, path: Path) -> None:
     for k, v in {**graph.node_data, **graph.edge_data}.items():
         shapes[k] = list(v.shape[1:])
     g.graph.update(
-        vesseltree=json.dumps({
-            "root": graph.root,
-            "affine": None if graph.affine is None else graph.affine.tolist(),
-            "meta": dict(graph.meta),
-            "node_data": {k: [v.dtype.str, list(v.shape[1:])] for k, v in graph.node_data.items()},
-            "edge_data": {k: [v.dtype.str, list(v.shape[1:])] for k, v in graph.edge_data.items()},
-        })
+        vesseltree=json.dumps(
+            {
+                "root": graph.root,
+                "affine": None if graph.affine is None else graph.affine.tolist(),
+                "meta": dict(graph.meta),
+                "node_data": {
+                    k: [v.dtype.str, list(v.shape[1:])] for k, v in graph.node_data.items()
+                },
+                "edge_data": {
+                    k: [v.dtype.str, list(v.shape[1:])] for k, v in graph.edge_data.items()
+                },
+            }
+        )
     )
 
     def flat(data: Mapping[str, np.ndarray], i: int) -> dict[str, Any]:
@@ -378,8 +436,14 @@ def _write_graphml(graph: VesselGraph, path: Path) -> None:
 
     p = graph.positions
     for i in range(graph.n_nodes):
-        g.add_node(i, x=float(p[i, 0]), y=float(p[i, 1]), z=float(p[i, 2]), radius=float(graph.radii[i]),
-                   **flat(graph.node_data, i))
+        g.add_node(
+            i,
+            x=float(p[i, 0]),
+            y=float(p[i, 1]),
+            z=float(p[i, 2]),
+            radius=float(graph.radii[i]),
+            **flat(graph.node_data, i),
+        )
     for r, (a, b) in enumerate(graph.edges.tolist()):
         g.add_edge(a, b, index=r, tail=a, **flat(graph.edge_data, r))
     with atomic_path(path) as tmp:
@@ -422,7 +486,9 @@ def _read_graphml(path: Path) -> VesselGraph:
     edge_list = list(g.edges(data=True))
     if all("index" in d for _, _, d in edge_list):
         edge_list.sort(key=lambda t: t[2]["index"])
-    edges = np.asarray([_oriented(index[a], index[b], d) for a, b, d in edge_list], dtype=np.int64).reshape(-1, 2)
+    edges = np.asarray(
+        [_oriented(index[a], index[b], d) for a, b, d in edge_list], dtype=np.int64
+    ).reshape(-1, 2)
     return VesselGraph(
         pos,
         rad,
@@ -440,8 +506,18 @@ def _oriented(a: int, b: int, attrs: Mapping[str, Any]) -> tuple[int, int]:
     return (b, a) if attrs.get("tail") == b else (a, b)
 
 
-_WRITERS = {".npz": _write_npz, ".json": _write_json, ".vtp": _write_vtp, ".swc": write_swc,
-            ".graphml": _write_graphml}
-_READERS = {".npz": _read_npz, ".json": _read_json, ".vtp": _read_vtp, ".swc": read_swc,
-            ".graphml": _read_graphml}
+_WRITERS = {
+    ".npz": _write_npz,
+    ".json": _write_json,
+    ".vtp": _write_vtp,
+    ".swc": write_swc,
+    ".graphml": _write_graphml,
+}
+_READERS = {
+    ".npz": _read_npz,
+    ".json": _read_json,
+    ".vtp": _read_vtp,
+    ".swc": read_swc,
+    ".graphml": _read_graphml,
+}
 GRAPH_SUFFIXES = tuple(sorted(_WRITERS))
