@@ -1,0 +1,250 @@
+"""Mask clean-up: binarisation, sparse connected components, dust removal, cavity filling.
+
+Vessel masks are sparse (a TubeTK MRA mask has ~70k foreground voxels in a 25M-voxel grid), so
+everything here works on the sorted flat indices of the foreground voxels instead of on dense
+arrays: neighbours are found with ``np.searchsorted`` and components with a sparse graph. The cost
+follows the number of foreground voxels, not the size of the grid.
+
+Sizes are physical: ``voxel_volume_mm3`` converts voxel counts to mm^3.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
+
+from ..errors import EmptyInputError, InvalidInputError
+
+__all__ = ["binarize", "neighbour_offsets", "SparseMask", "sparse_components", "clean_mask"]
+
+log = logging.getLogger(__name__)
+
+
+def binarize(data: np.ndarray, *, threshold: float = 0.5, name: str = "volume") -> np.ndarray:
+    """Foreground of a mask or probability map as a C-contiguous bool array.
+
+    Booleans are used as they are; integer masks and label maps count every non-zero voxel as
+    foreground; floating-point data is a probability map in [0, 1], thresholded at ``threshold``
+    (a voxel is foreground where ``p >= threshold``).
+
+    Raises
+    ------
+    InvalidInputError
+        Probabilities that are NaN/inf or outside [0, 1].
+    """
+    if data.dtype == bool:
+        return np.ascontiguousarray(data)
+    if data.dtype.kind in "iu":
+        return np.ascontiguousarray(data != 0)
+    if data.dtype.kind != "f":
+        raise InvalidInputError(
+            f"{name}.data must be a mask or probability map, got dtype {data.dtype}"
+        )
+    lo, hi = float(np.min(data)), float(np.max(data))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise InvalidInputError(
+            f"{name}.data holds NaN or inf probabilities (min {lo}, max {hi}); "
+            "replace them (e.g. np.nan_to_num) before extracting"
+        )
+    if lo < -1e-6 or hi > 1 + 1e-6:
+        raise InvalidInputError(
+            f"{name}.data is floating point, so it is read as probabilities in [0, 1], got values in "
+            f"[{lo:.4g}, {hi:.4g}]; pass a bool/integer mask, or rescale (e.g. a sigmoid of logits)"
+        )
+    return np.ascontiguousarray(data >= threshold)
+
+
+def neighbour_offsets(connectivity: int = 26, *, half: bool = False) -> np.ndarray:
+    """(K, 3) int offsets of the 6-, 18- or 26-neighbourhood; ``half`` keeps one of each +-pair."""
+    g = np.stack(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1], indexing="ij"), -1).reshape(-1, 3)
+    order = np.abs(g).sum(1)
+    keep = (order > 0) & (order <= {6: 1, 18: 2, 26: 3}[connectivity])
+    g = g[keep]
+    if half:
+        # lexicographically positive offsets: exactly one of each +-pair
+        first = np.array([next(v for v in row if v != 0) for row in g])
+        g = g[first > 0]
+    return g.astype(np.int64)
+
+
+@dataclass
+class SparseMask:
+    """The foreground of a 3D grid as sorted flat indices, with membership queries.
+
+    Parameters
+    ----------
+    flat : (F,) int64 ndarray
+        Sorted flat (C-order) indices of the foreground voxels.
+    shape : tuple of 3 int
+        Grid shape.
+    """
+
+    flat: np.ndarray
+    shape: tuple[int, int, int]
+
+    @classmethod
+    def from_dense(cls, mask: np.ndarray) -> SparseMask:
+        return cls(np.flatnonzero(mask).astype(np.int64), tuple(int(s) for s in mask.shape))
+
+    @property
+    def ijk(self) -> np.ndarray:
+        """(F, 3) int64 voxel indices."""
+        return np.stack(np.unravel_index(self.flat, self.shape), axis=1).astype(np.int64)
+
+    def lookup(self, ijk: np.ndarray) -> np.ndarray:
+        """Row of each voxel ``ijk`` (..., 3) in ``flat``, or -1 where it is background/outside."""
+        ijk = np.asarray(ijk, dtype=np.int64)
+        shape = np.asarray(self.shape)
+        inside = np.all((ijk >= 0) & (ijk < shape), axis=-1)
+        flat = np.ravel_multi_index(
+            tuple(np.moveaxis(np.where(inside[..., None], ijk, 0), -1, 0)), self.shape
+        )
+        pos = np.searchsorted(self.flat, flat)
+        pos = np.minimum(pos, max(len(self.flat) - 1, 0))
+        hit = inside & (len(self.flat) > 0)
+        if len(self.flat):
+            hit &= self.flat[pos] == flat
+        return np.where(hit, pos, -1)
+
+
+def sparse_adjacency(
+    ijk: np.ndarray, lookup, connectivity: int = 26
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (a, b) of rows of ``ijk`` that are neighbours (each pair once)."""
+    rows_a, rows_b = [], []
+    for off in neighbour_offsets(connectivity, half=True):
+        nb = lookup(ijk + off)
+        ok = np.flatnonzero(nb >= 0)
+        rows_a.append(ok)
+        rows_b.append(nb[ok])
+    if not rows_a:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(rows_a), np.concatenate(rows_b)
+
+
+def sparse_components(ijk: np.ndarray, lookup, connectivity: int = 26) -> tuple[int, np.ndarray]:
+    """Connected components of a sparse voxel set: (count, (F,) label per voxel)."""
+    n = len(ijk)
+    if n == 0:
+        return 0, np.zeros(0, np.int64)
+    a, b = sparse_adjacency(ijk, lookup, connectivity)
+    graph = sp.coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(n, n)).tocsr()
+    k, labels = connected_components(graph, directed=False)
+    return int(k), labels.astype(np.int64)
+
+
+def _fill_cavities(mask: np.ndarray, fg: SparseMask, max_cavity_voxels: float) -> int:
+    """Fill small enclosed background pockets in place; returns the number of voxels filled.
+
+    Looks at the background voxels with at least three faces on the foreground (every voxel of a
+    cavity at most two voxels thick is one). A 6-connected group of them is an enclosed cavity
+    when none of its voxels has a background face-neighbour outside the group. That covers the
+    noise pockets of real and synthetic masks at a cost that follows the surface size.
+    """
+    ijk = fg.ijk
+    shape = np.asarray(fg.shape)
+    six = neighbour_offsets(6)
+    cand = (ijk[:, None, :] + six[None]).reshape(-1, 3)
+    cand = cand[np.all((cand >= 0) & (cand < shape), axis=1)]
+    cand_flat = np.ravel_multi_index(tuple(cand.T), fg.shape)
+    cand_flat = cand_flat[~mask.ravel()[cand_flat]]
+    # a voxel of a cavity at most two voxels thick has at least three faces on the vessel
+    cand_flat, n_faces = np.unique(cand_flat, return_counts=True)
+    shell_flat = cand_flat[n_faces >= 3]
+    if shell_flat.size == 0:
+        return 0
+    shell = SparseMask(shell_flat, fg.shape)
+    sijk = shell.ijk
+    k, lab = sparse_components(sijk, shell.lookup, 6)
+    # a shell voxel "leaks" when a face neighbour is inside the grid, background, and not in the shell,
+    # or when it lies on the grid border (the outside of the grid counts as open background)
+    leak = np.zeros(k, bool)
+    for off in six:
+        nb = sijk + off
+        outside = ~np.all((nb >= 0) & (nb < shape), axis=1)
+        leak[lab[outside]] = True
+        nb_in = np.where(outside[:, None], 0, nb)
+        nb_flat = np.ravel_multi_index(tuple(nb_in.T), fg.shape)
+        open_bg = ~outside & ~mask.ravel()[nb_flat] & (shell.lookup(nb_in) < 0)
+        leak[lab[open_bg]] = True
+    sizes = np.bincount(lab, minlength=k)
+    fill = ~leak & (sizes <= max_cavity_voxels)
+    chosen = shell_flat[fill[lab]]
+    mask.ravel()[chosen] = True
+    return int(chosen.size)
+
+
+def clean_mask(
+    mask: np.ndarray,
+    *,
+    voxel_volume_mm3: float,
+    min_component_mm3: float,
+    max_cavity_mm3: float,
+) -> tuple[SparseMask, np.ndarray, int, dict]:
+    """Fill small cavities and drop small components of a bool mask (modified in place).
+
+    Parameters
+    ----------
+    mask : (I, J, K) bool ndarray
+        Foreground; C-contiguous. Filled cavities are set and dust is cleared in place.
+    voxel_volume_mm3 : float
+        Volume of one voxel, mm^3.
+    min_component_mm3 : float
+        26-connected components smaller than this (mm^3) are removed.
+    max_cavity_mm3 : float
+        Enclosed background pockets up to this size (mm^3) are filled.
+
+    Returns
+    -------
+    fg : SparseMask
+        The cleaned foreground.
+    labels : (F,) int64 ndarray
+        Component id (0..n-1) of each voxel of ``fg``.
+    n : int
+        Number of components kept.
+    report : dict
+        ``dust_components``, ``dust_voxels``, ``cavity_voxels_filled``.
+
+    Raises
+    ------
+    EmptyInputError
+        Nothing is left (empty mask, or every component is dust).
+    """
+    fg = SparseMask.from_dense(mask)
+    if fg.flat.size == 0:
+        raise EmptyInputError(
+            "volume holds no foreground voxels (nothing >= threshold); "
+            "check the label/threshold, or pass on_empty='warn' to get an empty graph"
+        )
+    filled = 0
+    if max_cavity_mm3 > 0:
+        filled = _fill_cavities(mask, fg, max_cavity_mm3 / voxel_volume_mm3)
+        if filled:
+            fg = SparseMask.from_dense(mask)
+    ijk = fg.ijk
+    k, lab = sparse_components(ijk, fg.lookup, 26)
+    sizes = np.bincount(lab, minlength=k)
+    keep = sizes * voxel_volume_mm3 >= min_component_mm3
+    report = {
+        "dust_components": int((~keep).sum()),
+        "dust_voxels": int(sizes[~keep].sum()),
+        "cavity_voxels_filled": filled,
+    }
+    if not keep.any():
+        raise EmptyInputError(
+            f"every foreground component is smaller than min_component_mm3={min_component_mm3} "
+            f"(largest {sizes.max() * voxel_volume_mm3:.3g} mm^3); lower min_component_mm3"
+        )
+    if not keep.all():
+        drop = ~keep[lab]
+        mask.ravel()[fg.flat[drop]] = False
+        remap = np.cumsum(keep) - 1
+        fg = SparseMask(fg.flat[~drop], fg.shape)
+        lab = remap[lab[~drop]]
+        k = int(keep.sum())
+    log.debug("clean-up: %s", report)
+    return fg, lab, k, report

@@ -1,0 +1,482 @@
+"""`extract_graph`: a vessel mask (or probability map) -> a centerline `VesselGraph` in world mm.
+
+Pipeline (each step in its own module):
+
+1. :mod:`.cleanup` binarise (probabilities at 0.5), fill small cavities, drop dust, by mm^3;
+2. :mod:`.skeleton` thin each component in its own bounding box; inscribed radius by k-d tree;
+3. :mod:`.graph_build` skeleton voxels -> junction clusters, tips and branches;
+4. :mod:`.prune` remove spurs (relative to the local radius), cut short noise cycles, drop crumbs;
+5. :mod:`.refine` resample each branch, centre every node on its cross-section (rays in the plane
+   normal to the branch through the trilinear mask), radius from the cross-section area,
+   smoothing along branches, tips extended to the end of the lumen.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import asdict, dataclass, fields, replace
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from ..errors import EmptyInputError, InvalidInputError, describe
+from ..graph import VesselGraph
+from ..volume import Volume, as_volume
+from .cleanup import binarize, clean_mask
+from .graph_build import SkeletonGraph, build_skeleton_graph
+from .prune import cut_short_loops, drop_small_components, prune_spurs
+from .refine import Sampler, cross_sections, smooth_on_graph
+from .skeleton import BoundaryTree, skeletonize_components
+
+__all__ = ["ExtractionConfig", "extract_graph"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExtractionConfig:
+    """Settings of :func:`extract_graph`. Lengths in mm; ratios are in units of the local radius.
+
+    The defaults serve CT and MRA masks of any resolution; none is tuned to one data set.
+
+    Attributes
+    ----------
+    threshold : float
+        Probability maps are foreground where ``p >= threshold``.
+    use_probabilities : bool
+        Use the fractional values of a probability map for sub-voxel walls (else only the
+        thresholded mask).
+    min_component_mm3 : float
+        Components smaller than this volume (mm^3) are dust and removed.
+    max_cavity_mm3 : float
+        Enclosed background pockets up to this volume (mm^3) are filled.
+    spur_ratio : float
+        A terminal branch whose length beyond its parent's wall is below ``spur_ratio`` times its
+        own radius is a spur (a wall bump), and is pruned.
+    min_spur_mm : float
+        Terminal branches protruding less than this (mm) are pruned whatever their radius.
+    loop_ratio : float
+        Cycles shorter than ``loop_ratio`` times the largest radius on them are noise handles and
+        are cut at their thinnest branch; longer ones are kept as real loops.
+    min_component_length_mm : float
+        Connected pieces of centerline shorter than this (mm) are dropped.
+    node_spacing : float
+        Distance between output nodes, in units of the mean voxel size.
+    n_rays : int
+        Rays per cross-section.
+    refine_iterations : int
+        Centring passes (each moves nodes to the centroid of their cross-section).
+    smoothing : float
+        Smoothness of the per-branch smoothing (Whittaker penalty, node-spacing units); 0 = none.
+    clip_ratio : float
+        Cross-section rays longer than ``clip_ratio`` x the median ray are clipped (they run into a
+        touching vessel or a side branch).
+    touching_rays : int
+        A node whose cross-section has at least this many clipped rays, away from any junction,
+        is flagged ``touching``.
+    extend_tips : bool
+        Extend each free tip along its direction to where the lumen ends (thinning stops about one
+        radius short of it).
+    """
+
+    threshold: float = 0.5
+    use_probabilities: bool = True
+    min_component_mm3: float = 1.0
+    max_cavity_mm3: float = 2.0
+    spur_ratio: float = 2.0
+    min_spur_mm: float = 0.0
+    loop_ratio: float = 14.0
+    min_component_length_mm: float = 1.0
+    node_spacing: float = 1.5
+    n_rays: int = 12
+    refine_iterations: int = 2
+    smoothing: float = 1.0
+    clip_ratio: float = 2.0
+    touching_rays: int = 2
+    extend_tips: bool = True
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("float", "int") and (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not np.isfinite(value)
+            ):
+                raise InvalidInputError(
+                    f"ExtractionConfig.{f.name} must be a finite number, got {value!r}"
+                )
+        if not 0 < self.threshold < 1:
+            raise InvalidInputError(
+                f"ExtractionConfig.threshold must be in (0, 1), got {self.threshold!r}"
+            )
+        for name in ("node_spacing", "spur_ratio", "loop_ratio", "clip_ratio"):
+            if getattr(self, name) <= 0:
+                raise InvalidInputError(
+                    f"ExtractionConfig.{name} must be positive, got {getattr(self, name)!r}"
+                )
+        if self.n_rays < 6:
+            raise InvalidInputError(
+                f"ExtractionConfig.n_rays must be at least 6, got {self.n_rays!r}"
+            )
+
+
+def _empty_graph(volume: Volume, config: ExtractionConfig, why: str) -> VesselGraph:
+    warnings.warn(f"extract_graph: {why}; returning an empty graph", RuntimeWarning, stacklevel=3)
+    return VesselGraph(
+        np.zeros((0, 3)),
+        np.zeros(0),
+        np.zeros((0, 2), np.int64),
+        node_data={"radius_inscribed": np.zeros(0), "touching": np.zeros(0, bool)},
+        affine=volume.affine,
+        meta={
+            "source": "vesseltree.centerline.extract_graph",
+            "empty": why,
+            "config": asdict(config),
+        },
+    )
+
+
+def _resample(g: SkeletonGraph, spacing_mm: float):
+    """Output nodes: key nodes, then each branch resampled at ``spacing_mm`` along its length."""
+    alive = g.alive_branches()
+    used = sorted({g.branches[b].u for b in alive} | {g.branches[b].v for b in alive})
+    key_index = {node: i for i, node in enumerate(used)}
+    pos = [np.array([g.node_pos[n] for n in used]).reshape(-1, 3)]
+    rad = [np.array([g.node_r[n] for n in used], dtype=np.float64)]
+    pairs: dict[tuple[int, int], int] = {}
+    for bi in alive:
+        b = g.branches[bi]
+        key = (min(b.u, b.v), max(b.u, b.v))
+        pairs[key] = pairs.get(key, 0) + 1
+    paths, branch_of = [], []
+    count = len(used)
+    for bi in alive:
+        b = g.branches[bi]
+        poly = b.polyline(g)
+        r = np.concatenate([[g.node_r[b.u]], b.r, [g.node_r[b.v]]])
+        seg = np.linalg.norm(np.diff(poly, axis=0), axis=1)
+        s = np.concatenate([[0.0], np.cumsum(seg)])
+        n_seg = max(1, int(round(s[-1] / spacing_mm)))
+        if b.u == b.v:
+            n_seg = max(n_seg, 3)
+        elif pairs[(min(b.u, b.v), max(b.u, b.v))] > 1:
+            n_seg = max(n_seg, 2)
+        t = np.linspace(0.0, s[-1], n_seg + 1)[1:-1]
+        inner = np.stack([np.interp(t, s, poly[:, i]) for i in range(3)], axis=1)
+        pos.append(inner)
+        rad.append(np.interp(t, s, r))
+        ids = np.arange(count, count + len(t))
+        count += len(t)
+        paths.append(np.concatenate([[key_index[b.u]], ids, [key_index[b.v]]]).astype(np.int64))
+        branch_of.append(len(paths) - 1)
+    positions = np.concatenate(pos)
+    radius = np.concatenate(rad)
+    branch = np.full(len(positions), -1, np.int64)
+    for i, p in enumerate(paths):
+        branch[p[1:-1]] = i
+    return positions, radius, paths, branch, len(used)
+
+
+def _tangents(positions: np.ndarray, paths: list[np.ndarray]) -> np.ndarray:
+    """Unit tangent at every node that lies inside or at the tip of a path (zeros elsewhere)."""
+    tan = np.zeros_like(positions)
+    for p in paths:
+        q = positions[p]
+        d = np.empty_like(q)
+        d[1:-1] = q[2:] - q[:-2]
+        d[0] = q[1] - q[0]
+        d[-1] = q[-1] - q[-2]
+        tan[p[1:-1]] = d[1:-1]
+        # ends: only accumulate, so a tip gets its one direction and junctions stay unused
+        tan[p[0]] += d[0]
+        tan[p[-1]] += d[-1]
+    norm = np.linalg.norm(tan, axis=1, keepdims=True)
+    return np.divide(tan, norm, out=np.zeros_like(tan), where=norm > 0)
+
+
+def extract_graph(
+    volume,
+    *,
+    config: ExtractionConfig | None = None,
+    on_empty: str = "raise",
+    spacing=None,
+    affine=None,
+    **overrides,
+) -> VesselGraph:
+    """Centerline graph of a vessel mask or probability map.
+
+    Parameters
+    ----------
+    volume : Volume, nibabel image, or (I, J, K) ndarray
+        Binary mask, label map (every non-zero label is vessel) or probability map in [0, 1],
+        with its voxel -> world affine (a bare array takes ``spacing=`` or ``affine=``).
+    config : ExtractionConfig, optional
+        Settings; keyword ``overrides`` replace single fields (``extract_graph(v, spur_ratio=2)``).
+    on_empty : {"raise", "warn"}
+        What to do when the mask holds no vessel: raise :class:`~vesseltree.errors.EmptyInputError`
+        or warn and return an empty graph.
+
+    Returns
+    -------
+    VesselGraph
+        Nodes in world mm (through ``volume.affine``), ``affine=volume.affine``; ``radii`` are the
+        cross-section radii (mm, ``sqrt(area / pi)``); ``node_data``: ``radius_inscribed`` (mm,
+        distance to the nearest background voxel centre, biased low), ``touching`` (bool, the
+        cross-section runs into another vessel), ``branch`` (branch id, -1 at junctions and tips).
+        ``meta`` records what was cleaned, pruned and cut.
+
+    Raises
+    ------
+    InvalidInputError
+        Not 3D, NaN or out-of-range probabilities, a bad option.
+    EmptyInputError
+        No foreground (with ``on_empty="raise"``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from vesseltree import Volume
+    >>> z, y, x = np.mgrid[:40, :24, :24]
+    >>> tube = (x - 11.5) ** 2 + (y - 11.5) ** 2 < 5.0**2
+    >>> g = extract_graph(Volume(tube, spacing=(0.8, 0.5, 0.5)))
+    >>> g.n_components, len(g.endpoints)
+    (1, 2)
+    """
+    t_start = time.perf_counter()
+    if on_empty not in ("raise", "warn"):
+        raise InvalidInputError(f"on_empty must be 'raise' or 'warn', got {on_empty!r}")
+    if config is None:
+        config = ExtractionConfig()
+    elif not isinstance(config, ExtractionConfig):
+        raise InvalidInputError(f"config must be an ExtractionConfig, got {describe(config)}")
+    if overrides:
+        unknown = set(overrides) - {f.name for f in fields(ExtractionConfig)}
+        if unknown:
+            raise InvalidInputError(
+                f"unknown extract_graph options {sorted(unknown)}; see ExtractionConfig for the valid ones"
+            )
+        config = replace(config, **overrides)
+    if isinstance(volume, np.ndarray) and volume.ndim != 3:
+        raise InvalidInputError(
+            f"volume must be a 3D array, got {volume.ndim}D with shape {volume.shape}"
+        )
+    vol = as_volume(volume, spacing=spacing, affine=affine, name="volume")
+    data = vol.data
+    out_affine = np.asarray(vol.affine, dtype=np.float64)
+    affine = out_affine
+    if data.flags.f_contiguous and not data.flags.c_contiguous:
+        # NIfTI arrays come Fortran-ordered: work on the C-ordered transpose with the axes of the
+        # affine permuted to match; world coordinates, hence the graph, are the same
+        data = data.T
+        affine = out_affine[:, [2, 1, 0, 3]]
+    spacing_mm = np.linalg.norm(affine[:3, :3], axis=0)
+    cfg = config
+
+    mask = binarize(data, threshold=cfg.threshold)
+    if mask is data or np.shares_memory(mask, data):
+        mask = mask.copy()
+    try:
+        fg, labels, n_comp, report = clean_mask(
+            mask,
+            voxel_volume_mm3=vol.voxel_volume,
+            min_component_mm3=cfg.min_component_mm3,
+            max_cavity_mm3=cfg.max_cavity_mm3,
+        )
+    except EmptyInputError as exc:
+        if on_empty == "warn":
+            return _empty_graph(vol, cfg, str(exc))
+        raise
+    t_clean = time.perf_counter()
+
+    boundary = BoundaryTree(mask, fg, affine)
+    fg_ijk = fg.ijk
+    fg_dist = boundary.distance(fg_ijk @ affine[:3, :3].T + affine[:3, 3])
+    skel = skeletonize_components(fg, labels, n_comp, fg_dist, 0.5 * float(spacing_mm.min()))
+    t_skel = time.perf_counter()
+    r_skel = fg_dist[fg.lookup(skel)]
+    g = build_skeleton_graph(skel, mask.shape, affine, r_skel)
+    g.merge_degree_two()
+    voxel = float(np.mean(spacing_mm))
+    spurs = prune_spurs(g, spur_ratio=cfg.spur_ratio, min_length_mm=cfg.min_spur_mm)
+    cuts = cut_short_loops(g, loop_ratio=cfg.loop_ratio)
+    if cuts:
+        spurs += prune_spurs(g, spur_ratio=cfg.spur_ratio, min_length_mm=cfg.min_spur_mm)
+    crumbs = drop_small_components(g, min_length_mm=cfg.min_component_length_mm)
+    g.merge_degree_two()
+    t_graph = time.perf_counter()
+    if not g.alive_branches():
+        why = "no centerline is left after pruning"
+        if on_empty == "warn":
+            return _empty_graph(vol, cfg, why)
+        raise EmptyInputError(f"volume: {why}; lower min_component_length_mm or min_component_mm3")
+
+    # ---------------------------------------------------------------- refinement
+    h = cfg.node_spacing * voxel
+    positions, r_ins, paths, branch, n_key = _resample(g, h)
+    n = len(positions)
+    deg = np.zeros(n, np.int64)
+    for p in paths:
+        deg[p[0]] += 1
+        deg[p[-1]] += 1
+    deg[n_key:] = 2
+    junction = deg >= 3
+    movable = ~junction
+    if cfg.use_probabilities and data.dtype.kind == "f":
+        field = np.round(np.clip(data, 0.0, 1.0) * 255).astype(np.uint8)
+        sampler = Sampler(field, affine, 1.0 / 255)
+    else:
+        sampler = Sampler(mask, affine)
+    ray_kw = dict(
+        n_rays=cfg.n_rays,
+        step_mm=0.5 * float(spacing_mm.min()),
+        reach=2.0,
+        reach_mm=1.5 * float(spacing_mm.max()),
+        clip_ratio=cfg.clip_ratio,
+    )
+    weights = np.ones(n)
+    pre = smooth_on_graph(positions, paths, weights, max(cfg.smoothing, 1.0))
+    tangents = _tangents(pre, paths)
+    sec = None
+    for _ in range(max(cfg.refine_iterations, 1)):
+        idx = np.flatnonzero(movable)
+        sec = cross_sections(sampler, positions[idx], tangents[idx], r_ins[idx], **ray_kw)
+        step = sec["shift"]
+        # a shift of more than a radius means the outline was not this vessel's: keep the node
+        big = np.linalg.norm(step, axis=1) > np.maximum(r_ins[idx], voxel)
+        step[big] = 0.0
+        positions[idx] += step
+        tangents = _tangents(
+            smooth_on_graph(positions, paths, weights, max(cfg.smoothing, 1.0)), paths
+        )
+    area = np.full(n, np.nan)
+    area[idx] = np.where(sec["inside"], sec["area"], np.nan)
+    n_open = np.zeros(n, np.int64)
+    n_open[idx] = sec["n_open"]
+    if cfg.smoothing > 0:
+        positions = smooth_on_graph(positions, paths, weights, cfg.smoothing)
+
+    edges = np.concatenate([np.stack([p[:-1], p[1:]], axis=1) for p in paths])
+    radii = np.sqrt(area / np.pi)
+    # junctions and unmeasured nodes: the largest measured radius among their neighbours
+    for _ in range(4):
+        bad = ~np.isfinite(radii)
+        if not bad.any():
+            break
+        cand = np.full(n, -np.inf)
+        for x, y in ((0, 1), (1, 0)):
+            val = np.where(np.isfinite(radii[edges[:, y]]), radii[edges[:, y]], -np.inf)
+            np.maximum.at(cand, edges[:, x], val)
+        radii = np.where(bad & np.isfinite(cand), cand, radii)
+    radii = np.where(np.isfinite(radii), radii, r_ins)
+    radii = np.maximum(radii, 0.1 * float(spacing_mm.min()))
+    r_ins = np.maximum(r_ins, 1e-3)
+
+    touching = (n_open >= cfg.touching_rays) & movable & (deg == 2)
+    jpos = positions[junction]
+    if touching.any() and len(jpos):
+        d, j = cKDTree(jpos).query(positions[touching])
+        near = d < 1.5 * (radii[junction][j] + radii[touching])
+        tmp = touching.copy()
+        tmp[np.flatnonzero(touching)[near]] = False
+        touching = tmp
+
+    extended = 0
+    if cfg.extend_tips:
+        positions, radii, r_ins, touching, branch, edges, extended = _extend_tips(
+            positions, radii, r_ins, touching, branch, edges, deg, sampler, h, ray_kw
+        )
+
+    t_end = time.perf_counter()
+    timing = {
+        "clean_s": round(t_clean - t_start, 4),
+        "skeleton_s": round(t_skel - t_clean, 4),
+        "graph_s": round(t_graph - t_skel, 4),
+        "refine_s": round(t_end - t_graph, 4),
+    }
+    meta = {
+        "source": "vesseltree.centerline.extract_graph",
+        "config": asdict(cfg),
+        "cleanup": report,
+        "components": int(n_comp),
+        "spurs_pruned": int(spurs),
+        "loops_cut": len(cuts),
+        "loop_cuts": cuts[:500],
+        "crumbs_dropped": int(crumbs),
+        "tips_extended": int(extended),
+        "touching_nodes": int(touching.sum()),
+        "timing": timing,
+    }
+    log.debug("extract_graph: %s", timing)
+    return VesselGraph(
+        positions,
+        radii,
+        edges,
+        node_data={"radius_inscribed": r_ins, "touching": touching, "branch": branch},
+        affine=out_affine,
+        meta=meta,
+    )
+
+
+def _extend_tips(positions, radii, r_ins, touching, branch, edges, deg, sampler, h, ray_kw):
+    """Prolong every free tip along its direction to where the lumen ends."""
+    n = len(positions)
+    tips = np.flatnonzero(deg == 1)
+    if tips.size == 0:
+        return positions, radii, r_ins, touching, branch, edges, 0
+    # the neighbour of each tip
+    nb = np.full(n, -1, np.int64)
+    for a, b in edges:
+        if deg[a] == 1:
+            nb[a] = b
+        if deg[b] == 1:
+            nb[b] = a
+    d = positions[tips] - positions[nb[tips]]
+    d /= np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
+    reach = ray_kw["reach"] * r_ins[tips] + ray_kw["reach_mm"]
+    step = ray_kw["step_mm"] * 0.5
+    n_steps = int(np.ceil(reach.max() / step))
+    rhos = step * np.arange(1, n_steps + 1)
+    vals = sampler(positions[tips][:, None, :] + d[:, None, :] * rhos[None, :, None])
+    below = (vals < 0.5) | (rhos[None, :] > reach[:, None])
+    below[:, -1] = True
+    j = np.argmax(below, axis=1)
+    # the last inside sample, plus the linear guess to the 0.5 crossing
+    f_in = np.where(j > 0, vals[np.arange(len(tips)), np.maximum(j - 1, 0)], 1.0)
+    f_out = vals[np.arange(len(tips)), j]
+    frac = np.clip((f_in - 0.5) / np.maximum(f_in - f_out, 1e-6), 0, 1)
+    ext = np.where(j > 0, rhos[np.maximum(j - 1, 0)], 0.0) + frac * step
+    new_pos, new_r, new_ri, new_t, new_b, new_e = [], [], [], [], [], []
+    count = n
+    done = 0
+    for t_i, tip in enumerate(tips):
+        e = ext[t_i]
+        if e < 0.25 * h:
+            continue
+        k = max(1, int(round(e / h)))
+        # the old tip becomes interior; k new nodes end at the lumen's end
+        offs = e * np.arange(1, k + 1) / k
+        pts = positions[tip] + d[t_i] * offs[:, None]
+        ids = np.arange(count, count + k)
+        chain = np.concatenate([[tip], ids])
+        new_pos.append(pts)
+        new_r.append(np.full(k, radii[tip]))
+        new_ri.append(np.full(k, r_ins[tip]))
+        new_t.append(np.zeros(k, bool))
+        new_b.append(np.full(k, branch[nb[tip]]))
+        new_e.append(np.stack([chain[:-1], chain[1:]], axis=1))
+        count += k
+        done += 1
+    if not done:
+        return positions, radii, r_ins, touching, branch, edges, 0
+    return (
+        np.concatenate([positions, *new_pos]),
+        np.concatenate([radii, *new_r]),
+        np.concatenate([r_ins, *new_ri]),
+        np.concatenate([touching, *new_t]),
+        np.concatenate([branch, *new_b]),
+        np.concatenate([edges, *new_e]),
+        done,
+    )

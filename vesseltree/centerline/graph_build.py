@@ -1,0 +1,212 @@
+"""From skeleton voxels to a branch graph.
+
+Skeleton voxels are joined by 26-adjacency, minus the "corner-cutting" links: a diagonal link is
+dropped where a path of shorter links joins the same two voxels, so an L-shaped step of a thin
+curve does not look like a junction. Adjacent voxels with three or more links form a junction
+cluster that becomes one node. The graph is then stored as key nodes (junctions and tips) and
+branches (the ordered run of skeleton points between two key nodes), which is what pruning, loop
+handling and refinement operate on.
+
+Positions here are world mm; ``r`` is the inscribed (EDT) radius in mm.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
+
+from .cleanup import SparseMask, sparse_adjacency
+
+__all__ = ["Branch", "SkeletonGraph", "build_skeleton_graph"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Branch:
+    """A run of centerline points between key nodes ``u`` and ``v`` (``u == v`` for a closed loop).
+
+    ``pts`` (P, 3) world mm and ``r`` (P,) mm hold the interior points only, ordered from u to v.
+    """
+
+    u: int
+    v: int
+    pts: np.ndarray
+    r: np.ndarray
+    alive: bool = True
+
+    def polyline(self, graph: SkeletonGraph) -> np.ndarray:
+        """(P + 2, 3) points from node u through the interior to node v, mm."""
+        return np.concatenate(
+            [graph.node_pos[self.u][None], self.pts, graph.node_pos[self.v][None]]
+        )
+
+    def length(self, graph: SkeletonGraph) -> float:
+        """Polyline length, mm."""
+        p = self.polyline(graph)
+        return float(np.linalg.norm(np.diff(p, axis=0), axis=1).sum())
+
+    def other(self, node: int) -> int:
+        return self.v if node == self.u else self.u
+
+
+@dataclass
+class SkeletonGraph:
+    """Key nodes and branches of a centerline, in world mm (mutable, used while pruning)."""
+
+    node_pos: list[np.ndarray] = field(default_factory=list)
+    node_r: list[float] = field(default_factory=list)
+    branches: list[Branch] = field(default_factory=list)
+
+    def add_node(self, pos, r) -> int:
+        self.node_pos.append(np.asarray(pos, dtype=np.float64))
+        self.node_r.append(float(r))
+        return len(self.node_pos) - 1
+
+    def alive_branches(self) -> list[int]:
+        return [i for i, b in enumerate(self.branches) if b.alive]
+
+    def incidence(self) -> dict[int, list[int]]:
+        """Node -> alive branch ids touching it (a closed loop is listed twice at its node)."""
+        inc: dict[int, list[int]] = {}
+        for i, b in enumerate(self.branches):
+            if b.alive:
+                inc.setdefault(b.u, []).append(i)
+                inc.setdefault(b.v, []).append(i)
+        return inc
+
+    def degree(self, inc: dict[int, list[int]], node: int) -> int:
+        return len(inc.get(node, ()))
+
+    def merge_degree_two(self) -> int:
+        """Join the two branches at every node of degree 2 into one; returns how many joins."""
+        inc = self.incidence()
+        joins = 0
+        stack = [n for n, ids in inc.items() if len(ids) == 2]
+        while stack:
+            node = stack.pop()
+            ids = inc.get(node, [])
+            if len(ids) != 2 or ids[0] == ids[1]:
+                continue
+            a, b = self.branches[ids[0]], self.branches[ids[1]]
+            # orient a to end at node and b to start at it
+            pa, ra = (a.pts, a.r) if a.v == node else (a.pts[::-1], a.r[::-1])
+            ua = a.u if a.v == node else a.v
+            pb, rb = (b.pts, b.r) if b.u == node else (b.pts[::-1], b.r[::-1])
+            vb = b.v if b.u == node else b.u
+            merged = Branch(
+                ua,
+                vb,
+                np.concatenate([pa, self.node_pos[node][None], pb]),
+                np.concatenate([ra, [self.node_r[node]], rb]),
+            )
+            a.alive = b.alive = False
+            new = len(self.branches)
+            self.branches.append(merged)
+            del inc[node]
+            for end, old in ((ua, ids[0]), (vb, ids[1])):
+                lst = inc[end]
+                lst[lst.index(old)] = new
+            joins += 1
+            # a closed loop whose only node has degree 2 stays a self-loop (no further joins)
+            for end in (ua, vb):
+                if end != node and len(inc[end]) == 2 and inc[end][0] != inc[end][1]:
+                    stack.append(end)
+        return joins
+
+
+def _reduced_edges(ijk: np.ndarray, lookup) -> tuple[np.ndarray, np.ndarray]:
+    """26-adjacent pairs, without diagonal links that a path of shorter links already joins."""
+    a, b = sparse_adjacency(ijk, lookup, 26)
+    d = ijk[b] - ijk[a]
+    order = np.abs(d).sum(1)
+    drop = np.zeros(len(a), bool)
+    for m in np.argwhere(np.ones((2, 2, 2))):  # every 0/1 mask over the three axes
+        sub = d * m
+        so = np.abs(sub).sum(1)
+        test = (order >= 2) & (so > 0) & (so < order) & ~drop
+        if test.any():
+            idx = np.flatnonzero(test)
+            drop[idx] |= lookup(ijk[a[idx]] + sub[idx]) >= 0
+    return a[~drop], b[~drop]
+
+
+def build_skeleton_graph(
+    skel: np.ndarray, shape, affine: np.ndarray, radius: np.ndarray
+) -> SkeletonGraph:
+    """Branch graph of skeleton voxels.
+
+    Parameters
+    ----------
+    skel : (S, 3) int64 ndarray
+        Skeleton voxel indices, sorted by flat index.
+    shape : tuple of 3 int
+        Grid shape.
+    affine : (4, 4) ndarray
+        Voxel -> world mm.
+    radius : (S,) float64 ndarray, mm
+        Inscribed radius at each skeleton voxel.
+    """
+    s = len(skel)
+    sm = SparseMask(np.ravel_multi_index(tuple(skel.T), shape).astype(np.int64), tuple(shape))
+    world = skel @ affine[:3, :3].T + affine[:3, 3]
+    a, b = _reduced_edges(skel, sm.lookup)
+    adj = sp.coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(s, s)).tocsr()
+    adj = (adj + adj.T).tocsr()
+    deg = np.diff(adj.indptr)
+    g = SkeletonGraph()
+    node_of = np.full(s, -1, np.int64)
+
+    # junction clusters
+    junc = deg >= 3
+    jj = junc[a] & junc[b]
+    jgraph = sp.coo_matrix((np.ones(int(jj.sum()), np.int8), (a[jj], b[jj])), shape=(s, s))
+    _, clab = connected_components(jgraph, directed=False)
+    jv = np.flatnonzero(junc)
+    if jv.size:
+        uniq, inv = np.unique(clab[jv], return_inverse=True)
+        for c in range(len(uniq)):
+            members = jv[inv == c]
+            node = g.add_node(world[members].mean(0), radius[members].max())
+            node_of[members] = node
+    for v in np.flatnonzero(deg <= 1):
+        node_of[v] = g.add_node(world[v], radius[v])
+
+    indptr, indices = adj.indptr, adj.indices
+    visited = np.zeros(s, bool)
+    seen_direct: set[tuple[int, int]] = set()
+
+    def walk(start: int, first: int) -> None:
+        path = []
+        prev, cur = start, first
+        while node_of[cur] < 0:
+            visited[cur] = True
+            path.append(cur)
+            nbrs = indices[indptr[cur] : indptr[cur + 1]]
+            nxt = nbrs[0] if nbrs[0] != prev else nbrs[1]
+            prev, cur = cur, int(nxt)
+        idx = np.asarray(path, dtype=np.int64)
+        g.branches.append(Branch(int(node_of[start]), int(node_of[cur]), world[idx], radius[idx]))
+
+    for v in np.flatnonzero(node_of >= 0):
+        for nb in indices[indptr[v] : indptr[v + 1]]:
+            nb = int(nb)
+            if node_of[nb] >= 0:
+                pu, pv = int(node_of[v]), int(node_of[nb])
+                if pu != pv and (min(pu, pv), max(pu, pv)) not in seen_direct:
+                    seen_direct.add((min(pu, pv), max(pu, pv)))
+                    g.branches.append(Branch(pu, pv, np.zeros((0, 3)), np.zeros(0)))
+            elif not visited[nb]:
+                walk(int(v), nb)
+    # closed loops of degree-2 voxels with no key node: open them at their first voxel
+    for v in np.flatnonzero((deg == 2) & ~visited):
+        if visited[v]:
+            continue
+        node_of[v] = g.add_node(world[v], radius[v])
+        visited[v] = True
+        walk(int(v), int(indices[indptr[v]]))
+    return g

@@ -1,0 +1,246 @@
+"""Sub-voxel refinement: cross-sections, centring, area radius, smoothing.
+
+Every centerline node is looked at in the plane perpendicular to its branch: rays are cast from the
+node in that plane through the trilinear interpolation of the mask (or of the probability map,
+which gives sub-voxel walls), and the first crossing of the 0.5 level along each ray is located to
+a small fraction of a voxel. The rays trace the lumen's outline; its centroid is the node's new
+position, and its area ``A`` gives the cross-section radius ``sqrt(A / pi)``, which is nearly
+unbiased for voxelised tubes, unlike the inscribed-sphere radius. A ray that does not leave the
+lumen within a few radii runs into a touching vessel; such outlines are clipped and the node is
+flagged.
+
+All geometry is in world mm; sampling goes through the inverse affine, so any spacing,
+orientation or shear is handled alike.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.linalg import factorized
+
+__all__ = ["Sampler", "cross_sections", "smooth_on_graph", "frames"]
+
+log = logging.getLogger(__name__)
+
+
+class Sampler:
+    """Trilinear interpolation of a 3D field at world points (0 outside the grid).
+
+    Parameters
+    ----------
+    field : (I, J, K) bool or uint8 ndarray
+        Mask (0/1) or probabilities quantised to 0..255 (then ``scale = 1/255``).
+    affine : (4, 4) ndarray
+        Voxel -> world mm.
+    scale : float
+        Multiplier that maps stored values to [0, 1].
+    """
+
+    def __init__(self, field: np.ndarray, affine: np.ndarray, scale: float = 1.0):
+        self.flat = np.ascontiguousarray(field).reshape(-1).view(np.uint8)
+        self.shape = np.asarray(field.shape, dtype=np.int64)
+        self.strides = np.array(
+            [field.shape[1] * field.shape[2], field.shape[2], 1], dtype=np.int64
+        )
+        inv = np.linalg.inv(affine)
+        self.lin = inv[:3, :3].astype(np.float32)
+        self.off = inv[:3, 3].astype(np.float32)
+        self.scale = np.float32(scale)
+
+    def __call__(self, xyz: np.ndarray) -> np.ndarray:
+        """Values (...,) float32 at world points (..., 3)."""
+        v = xyz.astype(np.float32, copy=False) @ self.lin.T + self.off
+        i0 = np.floor(v)
+        f = v - i0
+        i0 = i0.astype(np.int64)
+        ix, iy, iz = i0[..., 0], i0[..., 1], i0[..., 2]
+        out = np.zeros(v.shape[:-1], np.float32)
+        # points whose 8 corners are inside the grid (the common case) take the fast path
+        nx, ny, nz = (self.shape - 1).tolist()
+        inner = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny) & (iz >= 0) & (iz < nz)
+        base = ix * self.strides[0] + iy * self.strides[1] + iz
+        base[~inner] = 0
+        fx, fy, fz = f[..., 0], f[..., 1], f[..., 2]
+        s0, s1, _ = self.strides
+        flat = self.flat
+        c00 = flat[base] * (1 - fz) + flat[base + 1] * fz
+        c01 = flat[base + s1] * (1 - fz) + flat[base + s1 + 1] * fz
+        c10 = flat[base + s0] * (1 - fz) + flat[base + s0 + 1] * fz
+        c11 = flat[base + s0 + s1] * (1 - fz) + flat[base + s0 + s1 + 1] * fz
+        val = (c00 * (1 - fy) + c01 * fy) * (1 - fx) + (c10 * (1 - fy) + c11 * fy) * fx
+        out[inner] = val[inner]
+        edge = ~inner
+        if edge.any():  # corners outside the grid read as 0
+            ie, fe = i0[edge], f[edge]
+            acc = np.zeros(len(ie), np.float32)
+            for dx in (0, 1):
+                for dy in (0, 1):
+                    for dz in (0, 1):
+                        idx = ie + (dx, dy, dz)
+                        ok = np.all((idx >= 0) & (idx < self.shape), axis=1)
+                        w = (
+                            (fe[:, 0] if dx else 1 - fe[:, 0])
+                            * (fe[:, 1] if dy else 1 - fe[:, 1])
+                            * (fe[:, 2] if dz else 1 - fe[:, 2])
+                        )
+                        acc[ok] += flat[idx[ok] @ self.strides] * w[ok]
+            out[edge] = acc
+        return out * self.scale
+
+
+def frames(tangents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two unit vectors (n, 3) spanning the plane perpendicular to each unit tangent (n, 3)."""
+    helper = np.zeros_like(tangents)
+    helper[np.arange(len(tangents)), np.argmin(np.abs(tangents), axis=1)] = 1.0
+    u = np.cross(tangents, helper)
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    w = np.cross(tangents, u)
+    return u, w
+
+
+def cross_sections(
+    sampler: Sampler,
+    centres: np.ndarray,
+    tangents: np.ndarray,
+    r_guess: np.ndarray,
+    *,
+    n_rays: int,
+    step_mm: float,
+    reach: float,
+    reach_mm: float,
+    clip_ratio: float,
+    chunk: int = 4096,
+) -> dict[str, np.ndarray]:
+    """Lumen outline in the plane perpendicular to each node's tangent.
+
+    Parameters
+    ----------
+    sampler : Sampler
+        The mask or probability map.
+    centres, tangents : (n, 3) ndarray
+        Node positions (world mm) and unit tangents.
+    r_guess : (n,) ndarray, mm
+        Expected radius (the inscribed radius); rays are followed up to
+        ``reach * r_guess + reach_mm``.
+    n_rays : int
+        Rays per node, evenly spread over the circle.
+    step_mm : float
+        Step of the coarse march along each ray before bisection.
+    clip_ratio : float
+        Rays longer than ``clip_ratio`` x the median ray of the node are clipped there (touching
+        vessels, side branches) and counted as ``n_open``.
+
+    Returns
+    -------
+    dict
+        ``shift`` (n, 3) mm: centroid of the outline minus the centre; ``area`` (n,) mm^2;
+        ``n_open`` (n,) rays clipped; ``elongation`` (n,): longest / shortest ray;
+        ``inside`` (n,) bool: the centre lies in the lumen (else nothing was measured).
+    """
+    n = len(centres)
+    out = {
+        "shift": np.zeros((n, 3)),
+        "area": np.pi * np.asarray(r_guess, np.float64) ** 2,
+        "n_open": np.zeros(n, np.int64),
+        "elongation": np.ones(n),
+        "inside": np.zeros(n, bool),
+    }
+    if n == 0:
+        return out
+    theta = np.arange(n_rays) * (2 * np.pi / n_rays)
+    cos, sin = np.cos(theta), np.sin(theta)
+    rho_max = reach * np.asarray(r_guess, np.float64) + reach_mm
+    order = np.argsort(rho_max)  # chunks of similar reach waste few samples
+    for s in range(0, n, chunk):
+        idx = order[s : s + chunk]
+        c, t = centres[idx], tangents[idx]
+        u, w = frames(t)
+        d = cos[None, :, None] * u[:, None, :] + sin[None, :, None] * w[:, None, :]  # (m, K, 3)
+        rmax = rho_max[idx]
+        n_steps = int(np.ceil(rmax.max() / step_mm))
+        f0 = sampler(c)
+        # coarse march: samples at rho = j * step, j = 1..n_steps, stopping at each node's reach
+        rhos = step_mm * np.arange(1, n_steps + 1)
+        pts = c[:, None, None, :] + d[:, :, None, :] * rhos[None, None, :, None]
+        vals = sampler(pts)  # (m, K, S)
+        beyond = np.broadcast_to(rhos[None, None, :] > rmax[:, None, None], vals.shape)
+        below = (vals < 0.5) | beyond
+        below[:, :, -1] = True
+        j = np.argmax(below, axis=2)  # first step outside the lumen or beyond the reach
+        m, k = np.indices(j.shape)
+        found = (vals[m, k, j] < 0.5) & ~beyond[m, k, j]
+        lo = np.where(j > 0, rhos[np.maximum(j - 1, 0)], 0.0)
+        hi = rhos[j]
+        f_lo = np.where(j > 0, vals[m, k, np.maximum(j - 1, 0)], f0[:, None])
+        f_hi = vals[m, k, j]
+        # bisection on the trilinear field, then a linear guess inside the last bracket
+        for _ in range(3):
+            mid = 0.5 * (lo + hi)
+            fm = sampler(c[:, None, :] + d * mid[..., None])
+            go_out = fm >= 0.5
+            lo = np.where(go_out, mid, lo)
+            f_lo = np.where(go_out, fm, f_lo)
+            hi = np.where(go_out, hi, mid)
+            f_hi = np.where(go_out, f_hi, fm)
+        denom = np.where(np.abs(f_lo - f_hi) > 1e-6, f_lo - f_hi, 1.0)
+        rho = lo + (hi - lo) * np.clip((f_lo - 0.5) / denom, 0.0, 1.0)
+        rho = np.where(found, rho, rmax[:, None])
+        med = np.median(rho, axis=1, keepdims=True)
+        clipped = rho > clip_ratio * med
+        rho = np.minimum(rho, clip_ratio * med)
+        # outline as a star-shaped curve rho(theta): area and centroid by the trapezoid rule in theta
+        area = (np.pi / n_rays) * np.sum(rho**2, axis=1)
+        mom = (2 * np.pi / n_rays) * (rho**3 / 3.0)
+        cu = (mom * cos).sum(1) / np.maximum(area, 1e-12)
+        cw = (mom * sin).sum(1) / np.maximum(area, 1e-12)
+        inside = f0 >= 0.5
+        out["shift"][idx] = np.where(inside[:, None], cu[:, None] * u + cw[:, None] * w, 0.0)
+        out["area"][idx] = np.where(inside, area, out["area"][idx])
+        out["n_open"][idx] = (clipped | ~found).sum(1)
+        out["elongation"][idx] = rho.max(1) / np.maximum(rho.min(1), 1e-9)
+        out["inside"][idx] = inside
+    return out
+
+
+def smooth_on_graph(
+    positions: np.ndarray, paths: list[np.ndarray], weights: np.ndarray, lam: float
+) -> np.ndarray:
+    """Whittaker smoothing of node positions along each path of the graph.
+
+    Minimises ``sum_i w_i |x_i - y_i|^2 + lam * sum |x_{i-1} - 2 x_i + x_{i+1}|^2`` where the
+    second differences run along each path (so branches are smoothed, junctions stay joined).
+
+    Parameters
+    ----------
+    positions : (N, 3) ndarray, mm
+    paths : list of int ndarrays
+        Node sequences (branches, ends included).
+    weights : (N,) ndarray
+        Data weights (a large weight pins a node).
+    lam : float
+        Smoothness, in units of the node spacing to the fourth power.
+    """
+    n = len(positions)
+    rows, cols, vals = [], [], []
+    r = 0
+    for p in paths:
+        if len(p) < 3:
+            continue
+        k = len(p) - 2
+        rr = r + np.arange(k)
+        rows += [rr, rr, rr]
+        cols += [p[:-2], p[1:-1], p[2:]]
+        vals += [np.ones(k), -2 * np.ones(k), np.ones(k)]
+        r += k
+    if r == 0 or lam <= 0:
+        return positions.copy()
+    d = sp.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(r, n)
+    )
+    a = (sp.diags(weights) + lam * (d.T @ d)).tocsc()
+    solve = factorized(a)
+    rhs = positions * weights[:, None]
+    return np.stack([solve(rhs[:, i]) for i in range(3)], axis=1)

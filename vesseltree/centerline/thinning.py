@@ -1,0 +1,169 @@
+"""Topology-preserving 3D thinning ordered by distance to the wall.
+
+Voxels are peeled in order of increasing distance to the background (distance-ordered homotopic
+thinning, Pudney 1998), so what survives sits on the medial axis and real loops survive (only
+simple points are removed). Within one distance band the removal runs in parallel over the eight
+parity sub-fields of the grid: two voxels of one sub-field are never 26-neighbours, so removing
+simple points of one sub-field at once cannot change the topology. A voxel with exactly one
+26-neighbour is a curve end and is kept, which yields a curve skeleton.
+
+Simplicity (26-connectivity for the vessel, 6 for the background; Bertrand & Malandain 1994) is
+decided from the 26-neighbourhood as a 26-bit code. Codes are evaluated in batches, vectorised, the
+first time they are met, and remembered in a bit table shared by all calls (16 MB at most).
+
+We write this ourselves because scikit-image's 3D thinning deletes straight axis-aligned tubes
+thicker than about 6 voxels entirely (scikit-image issue #3757).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+__all__ = ["thin", "is_simple"]
+
+log = logging.getLogger(__name__)
+
+# the 26 neighbour offsets, in a fixed order: bit b of a code is the voxel at _OFFSETS[b]
+_CUBE = np.stack(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1], indexing="ij"), -1).reshape(-1, 3)
+_OFFSETS = _CUBE[np.abs(_CUBE).sum(1) > 0]
+_L1 = np.abs(_OFFSETS).sum(1)
+_FACE = np.flatnonzero(_L1 == 1)
+_IN18 = _L1 <= 2
+
+
+def _neighbour_table(conn_l1: int, allowed: np.ndarray) -> np.ndarray:
+    """(26, D) neighbour indices among the 26 positions (26 = padding column)."""
+    diff = _OFFSETS[:, None, :] - _OFFSETS[None, :, :]
+    cheb = np.abs(diff).max(-1)
+    l1 = np.abs(diff).sum(-1)
+    adj = (cheb == 1) & (l1 <= conn_l1) & allowed[None, :] & allowed[:, None]
+    deg = adj.sum(1).max()
+    table = np.full((26, max(deg, 1)), 26, np.int64)
+    for i in range(26):
+        nb = np.flatnonzero(adj[i])
+        table[i, : len(nb)] = nb
+    return table
+
+
+_NB26 = _neighbour_table(3, np.ones(26, bool))
+_NB6_IN18 = _neighbour_table(1, _IN18)
+
+
+def _components(member: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Smallest member index of each position's component (rows = configurations); 99 = not a member."""
+    m = member.shape[0]
+    lab = np.where(member, np.arange(26, dtype=np.int8)[None, :], np.int8(99))
+    pad = np.full((m, 1), 99, np.int8)
+    for _ in range(26):
+        ext = np.concatenate([lab, pad], axis=1)
+        new = np.minimum(lab, ext[:, table].min(axis=2))
+        new = np.where(member, new, np.int8(99))
+        if np.array_equal(new, lab):
+            break
+        lab = new
+    return lab
+
+
+def is_simple(codes: np.ndarray) -> np.ndarray:
+    """Whether the centre voxel of each 26-neighbourhood code (bit b = ``_OFFSETS[b]``) is simple."""
+    codes = np.asarray(codes, dtype=np.int64)
+    bits = ((codes[:, None] >> np.arange(26)) & 1).astype(bool)
+    # one 26-component of the vessel among the 26 neighbours
+    lab = _components(bits, _NB26)
+    n_fg = ((lab == np.arange(26)[None, :]) & bits).sum(1)
+    # one 6-component of background in the 18-neighbourhood that touches a face neighbour
+    bg = ~bits & _IN18[None, :]
+    lab_bg = _components(bg, _NB6_IN18)
+    face = np.sort(lab_bg[:, _FACE].astype(np.int16), axis=1)
+    distinct = (face[:, :1] < 99).astype(np.int64).ravel() + (
+        (face[:, 1:] != face[:, :-1]) & (face[:, 1:] < 99)
+    ).sum(1)
+    return (n_fg == 1) & (distinct == 1)
+
+
+class _SimpleTable:
+    """Bit tables over all 2^26 codes: known / simple, filled on demand."""
+
+    def __init__(self):
+        self.known = None
+        self.simple = None
+
+    def __call__(self, codes: np.ndarray) -> np.ndarray:
+        if self.known is None:
+            self.known = np.zeros(1 << 23, np.uint8)
+            self.simple = np.zeros(1 << 23, np.uint8)
+        byte, bit = codes >> 3, (codes & 7).astype(np.uint8)
+        known = (self.known[byte] >> bit) & 1
+        todo = np.unique(codes[known == 0])
+        if todo.size:
+            val = is_simple(todo)
+            tb, tbit = todo >> 3, (todo & 7).astype(np.uint8)
+            np.bitwise_or.at(self.known, tb, (1 << tbit).astype(np.uint8))
+            np.bitwise_or.at(self.simple, tb[val], (1 << tbit[val]).astype(np.uint8))
+        return ((self.simple[byte] >> bit) & 1).astype(bool)
+
+
+_TABLE = _SimpleTable()
+
+
+def thin(box: np.ndarray, dist: np.ndarray, band: float) -> np.ndarray:
+    """Curve skeleton of a bool volume, peeled in order of ``dist``.
+
+    Parameters
+    ----------
+    box : (I, J, K) bool ndarray
+        The object, with at least one background voxel of padding on every side.
+    dist : (I, J, K) float ndarray
+        Distance to the background at the object's voxels (mm); only read where ``box`` is set.
+    band : float
+        Width of a distance band (mm); voxels of one band are peeled together.
+
+    Returns
+    -------
+    (I, J, K) bool ndarray
+        The skeleton (a new array).
+    """
+    alive = box.copy()
+    flat_alive = alive.reshape(-1)
+    shape = np.asarray(box.shape)
+    strides = np.array([box.shape[1] * box.shape[2], box.shape[2], 1], np.int64)
+    offs = _OFFSETS @ strides
+    weights = np.int64(1) << np.arange(26, dtype=np.int64)
+    vox = np.flatnonzero(box.reshape(-1))
+    d = dist.reshape(-1)[vox]
+    order = np.argsort(d, kind="stable")
+    vox, d = vox[order], d[order]
+    ijk = np.stack(np.unravel_index(vox, box.shape), 1)
+    if np.any(ijk == 0) or np.any(ijk == shape - 1):
+        raise ValueError("thin() needs one voxel of background padding on every side")
+    parity = (ijk[:, 0] & 1) * 4 + (ijk[:, 1] & 1) * 2 + (ijk[:, 2] & 1)
+    level = np.floor(d / band).astype(np.int64)
+    bounds = list(np.searchsorted(level, np.unique(level))) + [len(vox)]
+    kept = np.zeros(len(vox), bool)  # tested, not removable at the time, still alive
+    dirty = np.zeros(len(vox), bool)  # a neighbour was removed since the last test
+    row_of = np.full(box.size, -1, np.int64)
+    row_of[vox] = np.arange(len(vox))
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        cand = np.concatenate([np.flatnonzero(kept & dirty), np.arange(a, b)])
+        while cand.size:
+            dirty[cand] = False
+            removed = []
+            for sub in range(8):
+                rows = cand[parity[cand] == sub]
+                if rows.size == 0:
+                    continue
+                nbr = flat_alive[vox[rows][:, None] + offs[None, :]]
+                code = (nbr.astype(np.int64) * weights).sum(1)
+                go = (nbr.sum(1) > 1) & _TABLE(code)
+                flat_alive[vox[rows[go]]] = False
+                kept[rows] = ~go
+                removed.append(rows[go])
+            gone = np.concatenate(removed) if removed else np.zeros(0, np.int64)
+            if gone.size == 0:
+                break
+            nb_rows = row_of[(vox[gone][:, None] + offs[None, :]).ravel()]
+            dirty[nb_rows[nb_rows >= 0]] = True
+            cand = np.flatnonzero(kept & dirty)
+    return alive
