@@ -1,0 +1,326 @@
+"""Tests of vesseltree.mesh: accuracy against exact round-cone unions, topology after an STL round
+trip, masks through general affines, print checks on good and bad meshes, print preparation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vesseltree import VesselGraph, Volume
+from vesseltree.errors import EmptyInputError, FileFormatError, InvalidInputError
+from vesseltree.mesh import (
+    check_printable,
+    count_self_intersections,
+    exact_distance,
+    export,
+    from_graph,
+    from_mask,
+    graph_cones,
+    hollow,
+    open_ends,
+)
+
+trimesh = pytest.importorskip("trimesh")
+
+
+def segment(length=10.0, r=1.0):
+    return VesselGraph(np.array([[0, 0, 0], [length, 0, 0.0]]), [r, r], [[0, 1]])
+
+
+def y_tree():
+    """A rooted Y with tapering branches and several nodes per branch."""
+    pts = [[0, 0, 0], [0, 0, 3], [0, 0, 6]]
+    rad = [1.2, 1.15, 1.1]
+    edges = [[0, 1], [1, 2]]
+    for sign in (1, -1):
+        prev = 2
+        for k in range(1, 4):
+            pts.append([sign * 1.6 * k, 0.3 * k, 6 + 2.0 * k])
+            rad.append(0.8 - 0.05 * k)
+            edges.append([prev, len(pts) - 1])
+            prev = len(pts) - 1
+    return VesselGraph(np.array(pts, float), rad, edges, root=0)
+
+
+def loop_graph():
+    t = np.linspace(0, 2 * np.pi, 13)[:-1]
+    pts = np.stack([8 * np.cos(t), 8 * np.sin(t), np.zeros_like(t)], axis=1)
+    edges = [[i, (i + 1) % 12] for i in range(12)]
+    return VesselGraph(pts, np.full(12, 1.0), edges)
+
+
+def round_trip(mesh, tmp_path, name="m.stl", **kw):
+    path = export(mesh, tmp_path / name)
+    return check_printable(path, **kw)
+
+
+# ----------------------------------------------------------------------------- accuracy
+def test_cylinder_volume_and_face_error():
+    g = segment(10.0, 2.0)
+    m = from_graph(g, voxel_size=0.25)
+    exact = np.pi * 4 * 10 + 4 / 3 * np.pi * 8
+    assert abs(m.volume / exact - 1) < 0.01
+    d = exact_distance(m.triangles_center, graph_cones(g).cones)
+    assert np.percentile(np.abs(d), 95) <= 0.02
+
+
+def test_compensation_brings_thin_tube_volume_within_one_percent():
+    g = segment(10.0, 1.0)
+    exact = np.pi * 10 + 4 / 3 * np.pi
+    plain = from_graph(g, voxel_size=0.25)
+    comp = from_graph(g, voxel_size=0.25, compensate=True)
+    assert abs(comp.volume / exact - 1) < 0.01
+    assert abs(comp.volume / exact - 1) < abs(plain.volume / exact - 1)
+    assert count_self_intersections(comp.vertices, comp.faces) == 0
+
+
+def test_round_cone_union_accuracy_tree():
+    g = y_tree()
+    m = from_graph(g, voxel_size=0.25)
+    cones = graph_cones(g).cones
+    d = exact_distance(m.triangles_center, cones)
+    assert np.percentile(np.abs(d), 95) <= 0.02
+    ref = from_graph(g, voxel_size=0.0625, compensate=True)
+    comp = from_graph(g, voxel_size=0.25, compensate=True)
+    assert abs(comp.volume / ref.volume - 1) < 0.01
+    assert (
+        abs(m.volume / ref.volume - 1) < 0.02
+    )  # plain marching cubes: chords cut ~1.6 % at r = 4 voxels
+
+
+def test_sphere_volume():
+    g = VesselGraph(np.zeros((1, 3)), [2.0], np.zeros((0, 2), int))
+    m = from_graph(g, voxel_size=0.25)
+    assert abs(m.volume / (4 / 3 * np.pi * 8) - 1) < 0.01
+
+
+def test_child_starts_at_its_own_radius():
+    g = y_tree()
+    cones = graph_cones(g).cones
+    # the junction node (2) has radius 1.1; child cones leaving it start near their own 0.8
+    at_junction = np.isclose(cones.a, g.positions[2]).all(1) & (cones.h > 0)
+    assert at_junction.sum() == 2
+    assert np.all(cones.ra[at_junction] < 0.9)
+    node = graph_cones(g, junction_radius="node").cones
+    assert np.allclose(node.ra[np.isclose(node.a, g.positions[2]).all(1)], 1.1)
+
+
+# ----------------------------------------------------------------------------- topology
+def test_tree_watertight_genus0_after_stl(tmp_path):
+    rep = round_trip(
+        from_graph(y_tree(), voxel_size=0.2), tmp_path, expected_bodies=1, expected_genus=0
+    )
+    assert rep.ok, str(rep)
+    assert rep.euler_number == 2 and rep.self_intersections == 0
+
+
+def test_loop_genus1_after_stl(tmp_path):
+    rep = round_trip(
+        from_graph(loop_graph(), voxel_size=0.25), tmp_path, expected_bodies=1, expected_genus=1
+    )
+    assert rep.ok, str(rep)
+
+
+def test_one_body_per_component(tmp_path):
+    a, b = segment(5.0, 1.0), segment(5.0, 0.8).transform(np.diag([1.0, 1, 1, 1]) + np.eye(4) * 0)
+    pos = np.concatenate([a.positions, b.positions + [0, 6, 0]])
+    g = VesselGraph(pos, np.r_[a.radii, b.radii], [[0, 1], [2, 3]])
+    rep = round_trip(from_graph(g, voxel_size=0.25), tmp_path, expected_bodies=2, expected_genus=0)
+    assert rep.ok, str(rep)
+    one = from_graph(g, voxel_size=0.25, keep="largest")
+    assert one.body_count == 1
+
+
+def test_blend_keeps_watertight_and_adds_fillet(tmp_path):
+    g = y_tree()
+    hard = from_graph(g, voxel_size=0.2)
+    soft = from_graph(g, voxel_size=0.2, blend=0.6)
+    assert soft.volume > hard.volume
+    assert soft.volume < hard.volume * 1.05
+    rep = round_trip(soft, tmp_path, expected_bodies=1, expected_genus=0)
+    assert rep.ok, str(rep)
+
+
+def test_vertex_data_and_formats(tmp_path):
+    m = from_graph(y_tree(), voxel_size=0.25, vertex_data=True)
+    r = m.vertex_attributes["radius"]
+    assert r.min() > 0.6 and r.max() < 1.3
+    import importlib.util
+
+    suffixes = [".stl", ".ply", ".obj", ".vtp"] + (
+        [".3mf"] if importlib.util.find_spec("lxml") else []
+    )
+    for suffix in suffixes:
+        p = export(m, tmp_path / f"m{suffix}")
+        assert p.stat().st_size > 0
+    import pyvista as pv
+
+    poly = pv.read(str(tmp_path / "m.vtp"))
+    assert "radius" in poly.point_data and "branch_id" in poly.point_data
+    ply = (tmp_path / "m.ply").read_bytes()[:600]
+    assert b"radius" in ply
+
+
+def test_decimate_within_bound():
+    g = segment(10.0, 1.5)
+    m = from_graph(g, voxel_size=0.2)
+    d = from_graph(g, voxel_size=0.2, decimate=0.03)
+    assert len(d.faces) < len(m.faces)
+    assert d.is_watertight
+    err = np.abs(exact_distance(d.vertices, graph_cones(g).cones))
+    assert err.max() <= 0.03
+
+
+# ----------------------------------------------------------------------------- masks
+def _rotated_affine():
+    ang = np.deg2rad(30)
+    rot = np.array([[np.cos(ang), -np.sin(ang), 0], [np.sin(ang), np.cos(ang), 0], [0, 0, 1]])
+    rot = rot @ np.array([[1, 0, 0], [0, np.cos(0.4), -np.sin(0.4)], [0, np.sin(0.4), np.cos(0.4)]])
+    aff = np.eye(4)
+    aff[:3, :3] = rot @ np.diag([0.3, 0.35, 0.5]) @ np.diag([1, -1, 1])  # flipped axis: det < 0
+    aff[:3, 3] = [5, -3, 2]
+    return aff
+
+
+def _phantom_mask(graph, aff, shape=(90, 90, 60)):
+    """Voxel centres inside the union (exact distance), on the grid of ``aff``."""
+    ijk = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1).reshape(-1, 3)
+    world = ijk @ aff[:3, :3].T + aff[:3, 3]
+    # centre the grid on the graph
+    c = graph.positions.mean(0)
+    shift = c - world.mean(0)
+    aff = aff.copy()
+    aff[:3, 3] += shift
+    world += shift
+    d = exact_distance(world, graph_cones(graph).cones, reach=2.0)
+    return Volume((d < 0).reshape(shape), aff)
+
+
+def test_from_mask_rotated_anisotropic_within_one_voxel(tmp_path):
+    g = y_tree()
+    vol = _phantom_mask(g, _rotated_affine())
+    assert np.linalg.det(vol.affine[:3, :3]) < 0
+    m = from_mask(vol, keep="largest")
+    assert m.volume > 0 and m.is_watertight
+    d = exact_distance(m.vertices, graph_cones(g).cones)
+    assert np.percentile(np.abs(d), 95) <= vol.spacing.max()
+    rep = round_trip(m, tmp_path, expected_bodies=1)
+    assert rep.ok, str(rep)
+
+
+def test_from_mask_probability_map_and_errors():
+    g = segment(6.0, 1.5)
+    vol = _phantom_mask(g, np.diag([0.4, 0.4, 0.4, 1.0]), shape=(40, 20, 20))
+    prob = Volume(np.asarray(vol.data, np.float32) * 0.9, vol.affine)
+    m = from_mask(prob, smoothing=None)
+    assert m.is_watertight and m.volume > 0
+    with pytest.raises(InvalidInputError, match="level"):
+        from_mask(Volume(np.asarray(vol.data, np.float32) * 3, vol.affine))
+    with pytest.raises(EmptyInputError):
+        from_mask(Volume(np.zeros((5, 5, 5), bool)))
+    with pytest.raises(InvalidInputError, match="keep"):
+        from_mask(vol, keep="biggest")
+
+
+# ----------------------------------------------------------------------------- print checks
+def test_check_detects_bad_meshes(tmp_path):
+    good = trimesh.creation.icosphere(subdivisions=3, radius=2.0)
+    assert check_printable(good).ok
+    open_mesh = trimesh.Trimesh(good.vertices, good.faces[:-3], process=False)
+    rep = check_printable(open_mesh)
+    assert not rep.watertight and not rep.ok
+    flipped = good.copy()
+    flipped.faces = flipped.faces[:, ::-1]
+    rep = check_printable(flipped)
+    assert not rep.outward_normals and not rep.ok
+    half = good.copy()
+    f = half.faces.copy()
+    f[: len(f) // 2] = f[: len(f) // 2, ::-1]
+    rep = check_printable(trimesh.Trimesh(good.vertices, f, process=False))
+    assert not rep.winding_consistent
+    two = trimesh.util.concatenate([good, good.copy().apply_translation([10, 0, 0])])
+    rep = check_printable(two, expected_bodies=1)
+    assert rep.bodies == 2 and not rep.ok
+    c1 = trimesh.creation.cylinder(radius=1.0, height=10.0)
+    c2 = c1.copy().apply_transform(trimesh.transformations.rotation_matrix(np.pi / 2, [1, 0, 0]))
+    both = trimesh.util.concatenate([c1, c2])
+    rep = round_trip(both, tmp_path, name="cross.stl")
+    assert rep.self_intersections > 0 and not rep.ok
+    assert "self-intersect" in str(rep)
+
+
+def test_wall_thickness_of_tube():
+    m = from_graph(segment(10.0, 1.0), voxel_size=0.2)
+    rep = check_printable(m)
+    assert 1.8 < rep.min_wall_thickness < 2.05
+
+
+# ----------------------------------------------------------------------------- print preparation
+def test_hollow_open_ends_printable(tmp_path):
+    g = y_tree()
+    h = hollow(g, wall_mm=0.6, voxel_size=0.15)
+    rep = round_trip(h, tmp_path, expected_bodies=1)
+    assert rep.ok, str(rep)
+    # three open ends on a Y: a closed shell with three holes has genus 2
+    assert rep.genus == 2
+    assert 0.45 < rep.min_wall_thickness < 0.75
+
+
+def test_hollow_closed_and_open_ends_on_solid(tmp_path):
+    g = y_tree()
+    closed = hollow(g, wall_mm=0.6, open_ends=False, voxel_size=0.2)
+    assert closed.body_count == 2 or closed.is_watertight  # an outer shell and the sealed lumen
+    solid = from_graph(g, voxel_size=0.2)
+    cut = open_ends(solid, g, nodes="leaves")
+    assert cut.volume < solid.volume
+    rep = round_trip(cut, tmp_path, expected_bodies=1, expected_genus=0)
+    assert rep.ok, str(rep)
+
+
+# ----------------------------------------------------------------------------- errors
+def test_errors_name_the_argument(tmp_path):
+    g = segment()
+    with pytest.raises(EmptyInputError):
+        from_graph(VesselGraph(np.zeros((0, 3)), np.zeros(0), np.zeros((0, 2), int)))
+    with pytest.raises(InvalidInputError, match="voxel_size"):
+        from_graph(g, voxel_size=0)
+    with pytest.raises(InvalidInputError, match="voxel_size"):
+        from_graph(g, voxel_size=-1.0)
+    with pytest.raises(InvalidInputError, match="graph"):
+        from_graph("not a graph")
+    with pytest.raises(InvalidInputError, match="keep"):
+        from_graph(g, keep="most")
+    with pytest.raises(InvalidInputError, match="wall_mm"):
+        hollow(g, wall_mm=0)
+    m = from_graph(g, voxel_size=0.5)
+    with pytest.raises(FileFormatError, match="suffix"):
+        export(m, tmp_path / "m.xyz")
+    with pytest.raises(InvalidInputError, match="nodes"):
+        open_ends(m, g, nodes="everything")
+
+
+def test_cli_mesh(tmp_path, capsys):
+    import argparse
+
+    from vesseltree.io import write_graph
+    from vesseltree.mesh.cli import add_parser
+
+    src = write_graph(y_tree(), tmp_path / "y.npz")
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    args = parser.parse_args(
+        [
+            "mesh",
+            str(src),
+            "-o",
+            str(tmp_path / "y.stl"),
+            "--voxel-size",
+            "0.25",
+            "--hollow",
+            "0.6",
+            "--open-ends",
+        ]
+    )
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "printable             yes" in out
