@@ -28,7 +28,9 @@ def general_affine(rng: np.random.Generator) -> np.ndarray:
 
 
 @st.composite
-def vessel_graphs(draw, *, rooted: bool | None = None, allow_cycles: bool = True, max_nodes: int = 30):
+def vessel_graphs(
+    draw, *, rooted: bool | None = None, allow_cycles: bool = True, max_nodes: int = 30
+):
     """Random graphs: a random tree, maybe extra edges (cycles), random node/edge data and affine."""
     seed = draw(st.integers(0, 2**32 - 1))
     n = draw(st.integers(1, max_nodes))
@@ -59,8 +61,15 @@ def vessel_graphs(draw, *, rooted: bool | None = None, allow_cycles: bool = True
         edge_data["kind"] = rng.integers(-3, 3, len(edges)).astype(np.int32)
     affine = general_affine(rng) if draw(st.booleans()) else None
     meta = {"source": "hypothesis", "seed": seed} if draw(st.booleans()) else {}
-    g = VesselGraph(pos, rad, np.asarray(edges, dtype=np.int64).reshape(-1, 2), node_data=node_data,
-                    edge_data=edge_data, affine=affine, meta=meta)
+    g = VesselGraph(
+        pos,
+        rad,
+        np.asarray(edges, dtype=np.int64).reshape(-1, 2),
+        node_data=node_data,
+        edge_data=edge_data,
+        affine=affine,
+        meta=meta,
+    )
     want_root = draw(st.booleans()) if rooted is None else rooted
     if want_root:
         g = g.to_tree(root=int(rng.integers(0, n)))

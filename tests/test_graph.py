@@ -13,7 +13,9 @@ from vesseltree.errors import VesselTreeError
 
 def y_graph() -> VesselGraph:
     """Trunk 0-1-2 (z axis), children 2-3-4 and 2-5-6."""
-    pos = np.array([[0, 0, 0], [0, 0, 1], [0, 0, 2], [1, 0, 3], [2, 0, 4], [-1, 0, 3], [-2, 0, 4]], float)
+    pos = np.array(
+        [[0, 0, 0], [0, 0, 1], [0, 0, 2], [1, 0, 3], [2, 0, 4], [-1, 0, 3], [-2, 0, 4]], float
+    )
     rad = np.array([2.0, 1.9, 1.8, 1.2, 1.1, 1.0, 0.9])
     return VesselGraph(pos, rad, [[0, 1], [1, 2], [2, 3], [3, 4], [2, 5], [5, 6]])
 
@@ -49,7 +51,11 @@ def y_graph() -> VesselGraph:
     ],
 )
 def test_bad_input_names_argument_and_value(kwargs, fragment):
-    args = {"positions": [[0, 0, 0], [0, 0, 1], [0, 0, 2]], "radii": [1.0, 1.0, 1.0], "edges": [[0, 1], [1, 2]]}
+    args = {
+        "positions": [[0, 0, 0], [0, 0, 1], [0, 0, 2]],
+        "radii": [1.0, 1.0, 1.0],
+        "edges": [[0, 1], [1, 2]],
+    }
     args.update(kwargs)
     with pytest.raises(InvalidInputError) as info:
         VesselGraph(args.pop("positions"), args.pop("radii"), args.pop("edges"), **args)
@@ -174,7 +180,11 @@ def test_to_tree_property(g):
 
 # ---------------------------------------------------------------------- subgraph, resample, transform
 def test_subgraph_keeps_data_and_root():
-    g = y_graph().to_tree(root=0).replace(node_data={"label": np.arange(7)}, edge_data={"w": np.arange(6.0)})
+    g = (
+        y_graph()
+        .to_tree(root=0)
+        .replace(node_data={"label": np.arange(7)}, edge_data={"w": np.arange(6.0)})
+    )
     s = g.subgraph([0, 1, 2, 3, 4])
     assert s.root == 0 and s.n_edges == 4 and s.node_data["label"].tolist() == [0, 1, 2, 3, 4]
     assert s.edge_data["w"].tolist() == [0.0, 1.0, 2.0, 3.0]
@@ -216,5 +226,7 @@ def test_transform_and_voxel_positions():
     m[:3, :3] = 2 * np.eye(3)
     m[:3, 3] = [1, 2, 3]
     h = g.transform(m)
-    assert np.allclose(h.positions, 2 * g.positions + [1, 2, 3]) and np.allclose(h.radii, 2 * g.radii)
+    assert np.allclose(h.positions, 2 * g.positions + [1, 2, 3]) and np.allclose(
+        h.radii, 2 * g.radii
+    )
     assert np.allclose(h.voxel_positions(), vox)  # the affine moved with the points

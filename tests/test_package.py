@@ -20,13 +20,21 @@ def test_import_is_light():
 
 def test_public_names():
     assert vesseltree.__version__
-    for name in ("VesselGraph", "Volume", "VesselTreeError", "InvalidInputError", "FileFormatError"):
+    for name in (
+        "VesselGraph",
+        "Volume",
+        "VesselTreeError",
+        "InvalidInputError",
+        "FileFormatError",
+    ):
         assert hasattr(vesseltree, name)
     assert issubclass(vesseltree.InvalidInputError, ValueError)
     assert issubclass(vesseltree.FileFormatError, vesseltree.InvalidInputError)
 
 
 def test_cli_help_lists_subcommands():
-    out = subprocess.run([sys.executable, "-m", "vesseltree", "--help"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "vesseltree", "--help"], capture_output=True, text=True, check=True
+    )
     for verb in ("demo", "synth", "convert", "info"):
         assert verb in out.stdout

@@ -32,6 +32,16 @@ def __getattr__(name: str):
     # subpackages load on first use, so `import vesseltree` stays light
     import importlib
 
-    if name in {"io", "synth", "metrics", "viz", "centerline", "mesh", "backbones", "vetta", "deformcl"}:
+    if name in {
+        "io",
+        "synth",
+        "metrics",
+        "viz",
+        "centerline",
+        "mesh",
+        "backbones",
+        "vetta",
+        "deformcl",
+    }:
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'vesseltree' has no attribute {name!r}")

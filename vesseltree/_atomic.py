@@ -21,7 +21,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     if target.parent and not target.parent.exists():
         raise FileNotFoundError(f"output folder {str(target.parent)!r} does not exist")
     suffix = "".join(target.suffixes) or ""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{suffix}", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{target.stem}.", suffix=f".tmp{suffix}", dir=target.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     try:

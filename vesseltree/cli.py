@@ -24,7 +24,13 @@ log = logging.getLogger("vesseltree")
 REPO_DATA = Path(__file__).resolve().parents[1] / "data"
 SAMPLE_DIR = REPO_DATA / "sample"
 #: how the bundled sample was made (``vesseltree synth`` with these settings reproduces it)
-SAMPLE_SETTINGS = {"seed": 7, "preset": "coronary", "n_branches": 24, "spacing": (0.5, 0.5, 0.8), "modality": "ct"}
+SAMPLE_SETTINGS = {
+    "seed": 7,
+    "preset": "coronary",
+    "n_branches": 24,
+    "spacing": (0.5, 0.5, 0.8),
+    "modality": "ct",
+}
 
 
 def _volume_suffix(path: Path) -> bool:
@@ -34,8 +40,16 @@ def _volume_suffix(path: Path) -> bool:
 
 
 # ---------------------------------------------------------------------- synth
-def make_case(outdir: Path, *, seed: int, preset: str, n_branches: int, spacing, modality: str,
-              picture: bool = True) -> dict[str, Path]:
+def make_case(
+    outdir: Path,
+    *,
+    seed: int,
+    preset: str,
+    n_branches: int,
+    spacing,
+    modality: str,
+    picture: bool = True,
+) -> dict[str, Path]:
     """Generate a synthetic case into ``outdir``: truth graph (npz, vtp, swc), mask, image, picture."""
     from . import synth
     from .io import write_graph, write_volume
@@ -46,24 +60,39 @@ def make_case(outdir: Path, *, seed: int, preset: str, n_branches: int, spacing,
     mask = synth.voxelize(tree, spacing=tuple(spacing))
     image = synth.simulate_image(mask, modality=modality, seed=seed)
     files = {
-        "truth": write_graph(tree, outdir / "truth.npz"),
-        "truth_vtp": write_graph(tree, outdir / "truth.vtp"),
-        "truth_swc": write_graph(tree, outdir / "truth.swc"),
-        "mask": write_volume(mask.replace(data=np.asarray(mask.data, dtype=np.uint8)), outdir / "mask.nii.gz"),
-        "image": write_volume(image.replace(data=np.asarray(image.data, dtype=np.float32)), outdir / "image.nii.gz"),
+        "truth": outdir / "truth.npz",
+        "truth_vtp": outdir / "truth.vtp",
+        "truth_swc": outdir / "truth.swc",
+        "mask": outdir / "mask.nii.gz",
+        "image": outdir / "image.nii.gz",
     }
+    for key in ("truth", "truth_vtp", "truth_swc"):
+        write_graph(tree, files[key])
+    write_volume(mask.replace(data=np.asarray(mask.data, dtype=np.uint8)), files["mask"])
+    write_volume(image.replace(data=np.asarray(image.data, dtype=np.float32)), files["image"])
     if picture:
         from .viz import save_overview
 
-        files["picture"] = save_overview(outdir / "overview.png", image, mask, tree,
-                                         title=f"synthetic {preset} tree, seed {seed}, {modality.upper()}")
+        files["picture"] = save_overview(
+            outdir / "overview.png",
+            image,
+            mask,
+            tree,
+            title=f"synthetic {preset} tree, seed {seed}, {modality.upper()}",
+        )
     log.info("synthetic case in %.1f s: %s", time.perf_counter() - t0, tree)
     return {k: Path(v) for k, v in files.items()}
 
 
 def _cmd_synth(args) -> int:
-    files = make_case(Path(args.output), seed=args.seed, preset=args.preset, n_branches=args.n_branches,
-                      spacing=args.spacing, modality=args.modality)
+    files = make_case(
+        Path(args.output),
+        seed=args.seed,
+        preset=args.preset,
+        n_branches=args.n_branches,
+        spacing=args.spacing,
+        modality=args.modality,
+    )
     for k, v in files.items():
         print(f"{k:10s} {v}")
     return 0
@@ -77,7 +106,11 @@ def _cmd_demo(args) -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     sample = Path(args.sample) if args.sample else SAMPLE_DIR
-    if (sample / "truth.npz").is_file() and (sample / "mask.nii.gz").is_file() and (sample / "image.nii.gz").is_file():
+    if (
+        (sample / "truth.npz").is_file()
+        and (sample / "mask.nii.gz").is_file()
+        and (sample / "image.nii.gz").is_file()
+    ):
         print(f"sample: {sample}")
         truth = read_graph(sample / "truth.npz")
         mask = read_volume(sample / "mask.nii.gz")
@@ -85,14 +118,20 @@ def _cmd_demo(args) -> int:
     else:
         print(f"no bundled sample at {sample}; generating it ({SAMPLE_SETTINGS})")
         files = make_case(out / "sample", picture=False, **SAMPLE_SETTINGS)
-        truth, mask, image = read_graph(files["truth"]), read_volume(files["mask"]), read_volume(files["image"])
+        truth, mask, image = (
+            read_graph(files["truth"]),
+            read_volume(files["mask"]),
+            read_volume(files["image"]),
+        )
     print(f"image: {image}")
     print(f"mask:  {mask}, {int(np.count_nonzero(mask.data))} vessel voxels")
     print(f"truth: {truth}")
     for suffix in (".npz", ".vtp", ".swc", ".graphml", ".json"):
         p = write_graph(truth, out / f"truth{suffix}")
         print(f"wrote {p}")
-    png = save_overview(out / "overview.png", image, mask, truth, title="vesseltree demo: bundled sample")
+    png = save_overview(
+        out / "overview.png", image, mask, truth, title="vesseltree demo: bundled sample"
+    )
     print(f"wrote {png}")
     return 0
 
@@ -117,13 +156,19 @@ def _cmd_info(args) -> int:
         vol = read_volume(path)
         data = np.asarray(vol.data)
         print(vol)
-        print(f"affine (voxel -> world mm, RAS):\n{np.array2string(np.asarray(vol.affine), precision=4)}")
-        print(f"value range: {data.min()} .. {data.max()}, nonzero voxels: {int(np.count_nonzero(data))}")
+        print(
+            f"affine (voxel -> world mm, RAS):\n{np.array2string(np.asarray(vol.affine), precision=4)}"
+        )
+        print(
+            f"value range: {data.min()} .. {data.max()}, nonzero voxels: {int(np.count_nonzero(data))}"
+        )
     else:
         g = read_graph(path)
         print(g)
         if g.n_nodes:
-            print(f"radius: {g.radii.min():.3f} .. {g.radii.max():.3f} mm (median {np.median(g.radii):.3f})")
+            print(
+                f"radius: {g.radii.min():.3f} .. {g.radii.max():.3f} mm (median {np.median(g.radii):.3f})"
+            )
             print(f"junctions: {len(g.junctions)}, endpoints: {len(g.endpoints)}")
         if g.node_data:
             print(f"node data: {sorted(g.node_data)}")
@@ -134,14 +179,18 @@ def _cmd_info(args) -> int:
 
 # ---------------------------------------------------------------------- entry point
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vesseltree", description="Geometric modelling of vessel trees.")
+    parser = argparse.ArgumentParser(
+        prog="vesseltree", description="Geometric modelling of vessel trees."
+    )
     parser.add_argument("--version", action="version", version=f"vesseltree {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("demo", help="run the main job on the bundled sample")
     p.add_argument("-o", "--output", default="out/demo", help="output folder (default: out/demo)")
-    p.add_argument("--sample", default=None, help="sample folder (default: the bundled data/sample)")
+    p.add_argument(
+        "--sample", default=None, help="sample folder (default: the bundled data/sample)"
+    )
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("synth", help="generate a synthetic case with exact truth")
@@ -149,27 +198,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--preset", default="coronary", help="coronary, brain or aorta")
     p.add_argument("--n-branches", type=int, default=24)
-    p.add_argument("--spacing", type=float, nargs=3, default=(0.5, 0.5, 0.8), metavar=("SI", "SJ", "SK"),
-                   help="voxel size in mm (default 0.5 0.5 0.8)")
+    p.add_argument(
+        "--spacing",
+        type=float,
+        nargs=3,
+        default=(0.5, 0.5, 0.8),
+        metavar=("SI", "SJ", "SK"),
+        help="voxel size in mm (default 0.5 0.5 0.8)",
+    )
     p.add_argument("--modality", default="ct", choices=("ct", "mra"))
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("convert", help="convert a graph between formats (by suffix)")
     p.add_argument("input")
     p.add_argument("output")
-    p.add_argument("--tree", action="store_true", help="make a rooted tree first (cuts cycles, keeps the largest part)")
+    p.add_argument(
+        "--tree",
+        action="store_true",
+        help="make a rooted tree first (cuts cycles, keeps the largest part)",
+    )
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("info", help="summarise a graph or volume file")
     p.add_argument("input")
     p.set_defaults(func=_cmd_info)
+
+    from .mesh.cli import add_parser as add_mesh_parser
+
+    add_mesh_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -65,7 +65,9 @@ def _freeze_meta(meta) -> Mapping[str, Any]:
         # JSON round trip: a deep copy that also proves every format can store it
         return MappingProxyType(json.loads(json.dumps(dict(meta))))
     except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"meta must be JSON-serialisable, got {describe(meta)}: {exc}") from exc
+        raise InvalidInputError(
+            f"meta must be JSON-serialisable, got {describe(meta)}: {exc}"
+        ) from exc
 
 
 class VesselGraph:
@@ -149,12 +151,16 @@ class VesselGraph:
             _, first, counts = np.unique(key, axis=0, return_index=True, return_counts=True)
             if np.any(counts > 1):
                 dup = key[first[np.argmax(counts > 1)]]
-                raise InvalidInputError(f"edges must not repeat, got edge {dup.tolist()} more than once")
+                raise InvalidInputError(
+                    f"edges must not repeat, got edge {dup.tolist()} more than once"
+                )
         self._positions = readonly(pos)
         self._radii = readonly(rad)
         self._edges = readonly(e)
         self._node_data = MappingProxyType(_check_data_dict(node_data, n, "node_data", "node"))
-        self._edge_data = MappingProxyType(_check_data_dict(edge_data, e.shape[0], "edge_data", "edge"))
+        self._edge_data = MappingProxyType(
+            _check_data_dict(edge_data, e.shape[0], "edge_data", "edge")
+        )
         self._affine = None if affine is None else readonly(check_affine(affine).copy())
         self._meta = _freeze_meta(meta)
         self._root = None
@@ -236,7 +242,9 @@ class VesselGraph:
         }
         unknown = set(changes) - set(args)
         if unknown:
-            raise InvalidInputError(f"replace() got unknown fields {sorted(unknown)}; valid: {sorted(args)}")
+            raise InvalidInputError(
+                f"replace() got unknown fields {sorted(unknown)}; valid: {sorted(args)}"
+            )
         args.update(changes)
         return VesselGraph(args.pop("positions"), args.pop("radii"), args.pop("edges"), **args)
 
@@ -386,12 +394,16 @@ class VesselGraph:
     @cached_property
     def branch_lengths(self) -> np.ndarray:
         """(B,) float64 arc length of each branch, mm."""
-        return readonly(np.bincount(self.edge_branch, weights=self.edge_lengths, minlength=len(self.branches)))
+        return readonly(
+            np.bincount(self.edge_branch, weights=self.edge_lengths, minlength=len(self.branches))
+        )
 
     # ------------------------------------------------------------------ rooted views
     def _need_root(self, what: str) -> int:
         if self._root is None:
-            raise InvalidInputError(f"{what} needs a rooted tree (root is None); call to_tree(root=...) first")
+            raise InvalidInputError(
+                f"{what} needs a rooted tree (root is None); call to_tree(root=...) first"
+            )
         return self._root
 
     @cached_property
@@ -424,7 +436,9 @@ class VesselGraph:
         thickest node where a component has no tip. Restricted to ``component`` if given."""
         if self.n_nodes == 0:
             raise InvalidInputError("the graph has no nodes, so it has no root")
-        mask = np.ones(self.n_nodes, bool) if component is None else self.component_labels == component
+        mask = (
+            np.ones(self.n_nodes, bool) if component is None else self.component_labels == component
+        )
         tips = np.flatnonzero(mask & (self.degrees <= 1))
         cand = tips if tips.size else np.flatnonzero(mask)
         return int(cand[np.argmax(self._radii[cand])])
@@ -449,8 +463,12 @@ class VesselGraph:
             raise InvalidInputError("to_tree needs at least one node, got an empty graph")
         if keep not in ("error", "largest", "root"):
             raise InvalidInputError(f"keep must be 'error', 'largest' or 'root', got {keep!r}")
-        if root is not None and not (isinstance(root, (int, np.integer)) and 0 <= root < self.n_nodes):
-            raise InvalidInputError(f"root must be a node index in 0..{self.n_nodes - 1}, got {root!r}")
+        if root is not None and not (
+            isinstance(root, (int, np.integer)) and 0 <= root < self.n_nodes
+        ):
+            raise InvalidInputError(
+                f"root must be a node index in 0..{self.n_nodes - 1}, got {root!r}"
+            )
         graph = self
         meta = dict(self._meta)
         if self.n_components > 1:
@@ -465,15 +483,23 @@ class VesselGraph:
                 comp = int(self.component_labels[root])
             else:
                 lengths = np.bincount(
-                    self.component_labels[self._edges[:, 0]], weights=self.edge_lengths, minlength=self.n_components
+                    self.component_labels[self._edges[:, 0]],
+                    weights=self.edge_lengths,
+                    minlength=self.n_components,
                 )
                 comp = int(np.argmax(lengths + 1e-9 * np.bincount(self.component_labels)))
                 if root is not None and self.component_labels[root] != comp:
-                    raise InvalidInputError(f"root={root} is not in the largest component; use keep='root'")
+                    raise InvalidInputError(
+                        f"root={root} is not in the largest component; use keep='root'"
+                    )
             kept = np.flatnonzero(self.component_labels == comp)
             dropped = np.flatnonzero(self.component_labels != comp)
             meta["dropped_nodes"] = [int(i) for i in dropped]
-            log.info("to_tree: dropped %d nodes in %d other components", dropped.size, self.n_components - 1)
+            log.info(
+                "to_tree: dropped %d nodes in %d other components",
+                dropped.size,
+                self.n_components - 1,
+            )
             if root is not None:
                 root = int(np.searchsorted(kept, root))
             graph = self.subgraph(kept)
@@ -487,12 +513,18 @@ class VesselGraph:
             w = 1.0 / thick + 1e-12 * np.arange(len(e))  # distinct weights -> deterministic tree
             m = sp.coo_matrix((w, (e[:, 0], e[:, 1])), shape=(n, n)).tocsr()
             mst = minimum_spanning_tree(m).tocoo()
-            keep_pairs = {(min(a, b), max(a, b)) for a, b in zip(mst.row.tolist(), mst.col.tolist())}
-            sel = np.array([(min(a, b), max(a, b)) in keep_pairs for a, b in e.tolist()], dtype=bool)
+            keep_pairs = {
+                (min(a, b), max(a, b)) for a, b in zip(mst.row.tolist(), mst.col.tolist())
+            }
+            sel = np.array(
+                [(min(a, b), max(a, b)) in keep_pairs for a, b in e.tolist()], dtype=bool
+            )
         else:
             sel = np.ones(len(e), dtype=bool)
         kept_e = e[sel]
-        adj = sp.coo_matrix((np.ones(len(kept_e)), (kept_e[:, 0], kept_e[:, 1])), shape=(n, n)).tocsr()
+        adj = sp.coo_matrix(
+            (np.ones(len(kept_e)), (kept_e[:, 0], kept_e[:, 1])), shape=(n, n)
+        ).tocsr()
         order, pred = breadth_first_order(adj, root, directed=False, return_predecessors=True)
         # orient each kept edge parent -> child
         a, b = kept_e[:, 0], kept_e[:, 1]
@@ -524,12 +556,16 @@ class VesselGraph:
         idx = np.asarray(nodes)
         if idx.dtype == bool:
             if idx.shape != (self.n_nodes,):
-                raise InvalidInputError(f"nodes mask must have shape ({self.n_nodes},), got {idx.shape}")
+                raise InvalidInputError(
+                    f"nodes mask must have shape ({self.n_nodes},), got {idx.shape}"
+                )
             idx = np.flatnonzero(idx)
         else:
             idx = np.unique(idx.astype(np.int64))
             if idx.size and (idx[0] < 0 or idx[-1] >= self.n_nodes):
-                raise InvalidInputError(f"nodes must be indices in 0..{self.n_nodes - 1}, got {describe(nodes)}")
+                raise InvalidInputError(
+                    f"nodes must be indices in 0..{self.n_nodes - 1}, got {describe(nodes)}"
+                )
         new_index = np.full(self.n_nodes, -1, dtype=np.int64)
         new_index[idx] = np.arange(idx.size)
         e = new_index[self._edges]
@@ -540,7 +576,8 @@ class VesselGraph:
             k = int(sel.sum())
             if k == idx.size - 1:
                 nd, _ = connected_components(
-                    sp.coo_matrix((np.ones(k), (e[sel, 0], e[sel, 1])), shape=(idx.size,) * 2), directed=False
+                    sp.coo_matrix((np.ones(k), (e[sel, 0], e[sel, 1])), shape=(idx.size,) * 2),
+                    directed=False,
                 )
                 root = cand if nd == 1 else None
         return VesselGraph(
@@ -559,8 +596,12 @@ class VesselGraph:
         k = self.n_components
         if k <= 1:
             return [self] if self.n_nodes else []
-        lengths = np.bincount(self.component_labels[self._edges[:, 0]], weights=self.edge_lengths, minlength=k)
-        return [self.subgraph(self.component_labels == c) for c in np.argsort(-lengths, kind="stable")]
+        lengths = np.bincount(
+            self.component_labels[self._edges[:, 0]], weights=self.edge_lengths, minlength=k
+        )
+        return [
+            self.subgraph(self.component_labels == c) for c in np.argsort(-lengths, kind="stable")
+        ]
 
     def resample(self, step_mm: float) -> VesselGraph:
         """Resample every branch at (close to) uniform arc-length steps of ``step_mm``.
@@ -574,7 +615,9 @@ class VesselGraph:
         try:
             step = float(step_mm)
         except (TypeError, ValueError) as exc:
-            raise InvalidInputError(f"step_mm must be a positive number (mm), got {step_mm!r}") from exc
+            raise InvalidInputError(
+                f"step_mm must be a positive number (mm), got {step_mm!r}"
+            ) from exc
         if not np.isfinite(step) or step <= 0:
             raise InvalidInputError(f"step_mm must be a positive number (mm), got {step_mm!r}")
         if self.n_edges == 0:
@@ -636,7 +679,14 @@ class VesselGraph:
         ne, edge_data = ne[first], {k: v[first] for k, v in edge_data.items()}
         root = None if self._root is None else old_to_new[self._root]
         return VesselGraph(
-            pos, rad, ne, root=root, node_data=node_data, edge_data=edge_data, affine=self._affine, meta=dict(self._meta)
+            pos,
+            rad,
+            ne,
+            root=root,
+            node_data=node_data,
+            edge_data=edge_data,
+            affine=self._affine,
+            meta=dict(self._meta),
         )
 
     def transform(self, matrix) -> VesselGraph:
@@ -654,12 +704,16 @@ class VesselGraph:
         """(N, 3) fractional voxel indices of the nodes through ``affine`` (default: the graph's)."""
         aff = self._affine if affine is None else check_affine(affine)
         if aff is None:
-            raise InvalidInputError("voxel_positions needs an affine: the graph has none, pass affine=")
+            raise InvalidInputError(
+                "voxel_positions needs an affine: the graph has none, pass affine="
+            )
         inv = np.linalg.inv(aff)
         return self._positions @ inv[:3, :3].T + inv[:3, 3]
 
     # ------------------------------------------------------------------ comparison and display
-    def allclose(self, other: VesselGraph, *, rtol: float = 1e-9, atol: float = 1e-9, meta: bool = True) -> bool:
+    def allclose(
+        self, other: VesselGraph, *, rtol: float = 1e-9, atol: float = 1e-9, meta: bool = True
+    ) -> bool:
         """True where ``other`` has the same nodes, edges (same order), root, data and affine."""
         if not isinstance(other, VesselGraph):
             return False
@@ -667,18 +721,27 @@ class VesselGraph:
             return False
         if not np.array_equal(self._edges, other._edges):
             return False
-        if not (np.allclose(self._positions, other._positions, rtol=rtol, atol=atol)
-                and np.allclose(self._radii, other._radii, rtol=rtol, atol=atol)):
+        if not (
+            np.allclose(self._positions, other._positions, rtol=rtol, atol=atol)
+            and np.allclose(self._radii, other._radii, rtol=rtol, atol=atol)
+        ):
             return False
-        for mine, theirs in ((self._node_data, other._node_data), (self._edge_data, other._edge_data)):
+        for mine, theirs in (
+            (self._node_data, other._node_data),
+            (self._edge_data, other._edge_data),
+        ):
             if set(mine) != set(theirs):
                 return False
             for k in mine:
-                if mine[k].shape != theirs[k].shape or not np.allclose(mine[k], theirs[k], rtol=rtol, atol=atol):
+                if mine[k].shape != theirs[k].shape or not np.allclose(
+                    mine[k], theirs[k], rtol=rtol, atol=atol
+                ):
                     return False
         if (self._affine is None) != (other._affine is None):
             return False
-        if self._affine is not None and not np.allclose(self._affine, other._affine, rtol=rtol, atol=atol):
+        if self._affine is not None and not np.allclose(
+            self._affine, other._affine, rtol=rtol, atol=atol
+        ):
             return False
         return not meta or dict(self._meta) == dict(other._meta)
 

@@ -43,8 +43,9 @@ def sample_graph(graph: VesselGraph, step_mm: float = 0.1) -> tuple[np.ndarray, 
     return np.concatenate([pts, p[ends]]), np.concatenate([rad, r[ends]])
 
 
-def centerline_scores(pred: VesselGraph, truth: VesselGraph, *, tolerances=(0.5, 1.0),
-                      step_mm: float = 0.1) -> dict[str, float]:
+def centerline_scores(
+    pred: VesselGraph, truth: VesselGraph, *, tolerances=(0.5, 1.0), step_mm: float = 0.1
+) -> dict[str, float]:
     """Compare a predicted centerline graph with a truth graph.
 
     Returns a dict with, for each tolerance ``t`` (mm): ``precision@t`` (fraction of predicted
@@ -99,7 +100,14 @@ def keypoint_scores(pred_points, truth_points, *, tolerance_mm: float = 2.0) -> 
     prec = matched / len(p) if len(p) else float(len(t) == 0)
     rec = matched / len(t) if len(t) else float(len(p) == 0)
     f1 = 0.0 if prec + rec == 0 else 2 * prec * rec / (prec + rec)
-    return {"precision": prec, "recall": rec, "f1": f1, "matched": matched, "n_pred": len(p), "n_truth": len(t)}
+    return {
+        "precision": prec,
+        "recall": rec,
+        "f1": f1,
+        "matched": matched,
+        "n_pred": len(p),
+        "n_truth": len(t),
+    }
 
 
 def dice(a, b) -> float:

@@ -38,17 +38,27 @@ def _pyplot():
     return plt
 
 
-def _draw_graph_on(ax, graph: VesselGraph, affine: np.ndarray, axes: tuple[int, int], color=None, lw=1.0):
+def _draw_graph_on(
+    ax, graph: VesselGraph, affine: np.ndarray, axes: tuple[int, int], color=None, lw=1.0
+):
     inv = np.linalg.inv(affine)
     vox = graph.positions @ inv[:3, :3].T + inv[:3, 3]
     for a, b in graph.edges:
         ax.plot(vox[[a, b], axes[0]], vox[[a, b], axes[1]], color=color or "tab:red", lw=lw)
     if len(graph.junctions):
-        ax.plot(vox[graph.junctions, axes[0]], vox[graph.junctions, axes[1]], "o", ms=3, color="yellow")
+        ax.plot(
+            vox[graph.junctions, axes[0]], vox[graph.junctions, axes[1]], "o", ms=3, color="yellow"
+        )
 
 
-def overview_figure(image: Volume | None = None, mask: Volume | None = None, graph: VesselGraph | None = None,
-                    *, axis: int = 2, title: str | None = None):
+def overview_figure(
+    image: Volume | None = None,
+    mask: Volume | None = None,
+    graph: VesselGraph | None = None,
+    *,
+    axis: int = 2,
+    title: str | None = None,
+):
     """A matplotlib Figure: image MIP, mask MIP + centerline, and the graph coloured by radius.
 
     Any of the three may be None; panels are drawn for those given. Projections run along voxel
@@ -69,7 +79,13 @@ def overview_figure(image: Volume | None = None, mask: Volume | None = None, gra
         ax = axes[k]
         k += 1
         sp = vol.spacing
-        ax.imshow(mip(vol, axis).T, origin="lower", cmap="gray", aspect=sp[uv[1]] / sp[uv[0]], interpolation="nearest")
+        ax.imshow(
+            mip(vol, axis).T,
+            origin="lower",
+            cmap="gray",
+            aspect=sp[uv[1]] / sp[uv[0]],
+            interpolation="nearest",
+        )
         if graph is not None and vol is mask:
             _draw_graph_on(ax, graph, vol.affine, uv, lw=0.8)
         ax.set_title(name, fontsize=9)
@@ -82,7 +98,9 @@ def overview_figure(image: Volume | None = None, mask: Volume | None = None, gra
 
         segs = pts[graph.edges][:, :, list(uv)]
         r = 0.5 * (graph.radii[graph.edges[:, 0]] + graph.radii[graph.edges[:, 1]])
-        lc = LineCollection(segs, cmap="viridis", linewidths=0.5 + 2.5 * r / max(r.max(), 1e-9) if len(r) else 1.0)
+        lc = LineCollection(
+            segs, cmap="viridis", linewidths=0.5 + 2.5 * r / max(r.max(), 1e-9) if len(r) else 1.0
+        )
         lc.set_array(r)
         ax.add_collection(lc)
         ax.autoscale()
@@ -96,8 +114,13 @@ def overview_figure(image: Volume | None = None, mask: Volume | None = None, gra
     return fig
 
 
-def save_overview(path: str | os.PathLike, image: Volume | None = None, mask: Volume | None = None,
-                  graph: VesselGraph | None = None, **kwargs) -> Path:
+def save_overview(
+    path: str | os.PathLike,
+    image: Volume | None = None,
+    mask: Volume | None = None,
+    graph: VesselGraph | None = None,
+    **kwargs,
+) -> Path:
     """Write :func:`overview_figure` to a PNG at ``path`` (atomically) and close the figure."""
     plt = _pyplot()
     fig = overview_figure(image, mask, graph, **kwargs)
