@@ -69,7 +69,10 @@ def make_case(
     for key in ("truth", "truth_vtp", "truth_swc"):
         write_graph(tree, files[key])
     write_volume(mask.replace(data=np.asarray(mask.data, dtype=np.uint8)), files["mask"])
-    write_volume(image.replace(data=np.asarray(image.data, dtype=np.float32)), files["image"])
+    # CT is stored as whole Hounsfield units (int16), as scanners write it; MRA stays float32
+    img = np.asarray(image.data)
+    img = np.round(img).astype(np.int16) if modality == "ct" else img.astype(np.float32)
+    write_volume(image.replace(data=img), files["image"])
     if picture:
         from .viz import save_overview
 
@@ -100,39 +103,16 @@ def _cmd_synth(args) -> int:
 
 # ---------------------------------------------------------------------- demo
 def _cmd_demo(args) -> int:
-    from .io import read_graph, read_volume, write_graph
-    from .viz import save_overview
+    from .demo import run_demo
 
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
     sample = Path(args.sample) if args.sample else SAMPLE_DIR
-    if (
-        (sample / "truth.npz").is_file()
-        and (sample / "mask.nii.gz").is_file()
-        and (sample / "image.nii.gz").is_file()
-    ):
-        print(f"sample: {sample}")
-        truth = read_graph(sample / "truth.npz")
-        mask = read_volume(sample / "mask.nii.gz")
-        image = read_volume(sample / "image.nii.gz")
-    else:
-        print(f"no bundled sample at {sample}; generating it ({SAMPLE_SETTINGS})")
-        files = make_case(out / "sample", picture=False, **SAMPLE_SETTINGS)
-        truth, mask, image = (
-            read_graph(files["truth"]),
-            read_volume(files["mask"]),
-            read_volume(files["image"]),
-        )
-    print(f"image: {image}")
-    print(f"mask:  {mask}, {int(np.count_nonzero(mask.data))} vessel voxels")
-    print(f"truth: {truth}")
-    for suffix in (".npz", ".vtp", ".swc", ".graphml", ".json"):
-        p = write_graph(truth, out / f"truth{suffix}")
-        print(f"wrote {p}")
-    png = save_overview(
-        out / "overview.png", image, mask, truth, title="vesseltree demo: bundled sample"
-    )
-    print(f"wrote {png}")
+    if not (sample / "truth.npz").is_file() and not args.sample:
+        print(f"no bundled sample at {sample}; generating one ({SAMPLE_SETTINGS})")
+        make_case(Path(args.output) / "sample", picture=False, **SAMPLE_SETTINGS)
+        sample = Path(args.output) / "sample"
+    print(f"sample: {sample}")
+    run_demo(args.output, sample=sample, echo=print)
+    print(f"summary: {Path(args.output) / 'summary.md'}")
     return 0
 
 
