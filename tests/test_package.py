@@ -36,5 +36,5 @@ def test_cli_help_lists_subcommands():
     out = subprocess.run(
         [sys.executable, "-m", "vesseltree", "--help"], capture_output=True, text=True, check=True
     )
-    for verb in ("demo", "synth", "convert", "info"):
+    for verb in ("demo", "synth", "convert", "info", "extract", "mesh"):
         assert verb in out.stdout

@@ -22,6 +22,7 @@ __all__ = [
     "InvalidInputError",
     "FileFormatError",
     "EmptyInputError",
+    "extract",
     "io",
     "synth",
     "__version__",
@@ -44,4 +45,7 @@ def __getattr__(name: str):
         "deformcl",
     }:
         return importlib.import_module(f".{name}", __name__)
+    if name == "extract":
+        # the front door of centerline extraction, loaded on first use
+        return importlib.import_module(".centerline.api", __name__).extract
     raise AttributeError(f"module 'vesseltree' has no attribute {name!r}")

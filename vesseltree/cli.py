@@ -4,6 +4,8 @@
 ``vesseltree synth``     a synthetic case with exact truth (tree, mask, CT/MRA-like image)
 ``vesseltree convert``   a graph from one format to another (``.npz .json .vtp .swc .graphml``)
 ``vesseltree info``      a summary of a graph or volume file
+``vesseltree extract``   centerline graph + branch table of a mask, label map or image
+``vesseltree mesh``      a watertight, printable surface of a graph or a mask
 """
 
 from __future__ import annotations
@@ -206,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .mesh.cli import add_parser as add_mesh_parser
 
     add_mesh_parser(sub)
+
+    from .centerline.cli import add_parser as add_extract_parser
+
+    add_extract_parser(sub)
     return parser
 
 

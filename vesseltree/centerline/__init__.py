@@ -6,10 +6,23 @@ size, per-component thinning, a branch graph with junction clusters collapsed, s
 noise-loop cutting relative to the local radius, and sub-voxel refinement of every node on its
 cross-section, with the radius taken from the cross-section area. :class:`ExtractionConfig` holds
 the settings.
+
+:func:`extract` (also ``vesseltree.extract``) is the front door: any source (file, Volume,
+nibabel image, array, tensor), masks, label maps and probability maps, an optional backbone,
+per-label graphs and rooted trees. :func:`branch_table` lists the branches of a graph.
 """
 
 from __future__ import annotations
 
+from .api import extract, load_source, to_forest
 from .extract import ExtractionConfig, extract_graph
+from .table import branch_table
 
-__all__ = ["ExtractionConfig", "extract_graph"]
+__all__ = [
+    "ExtractionConfig",
+    "extract_graph",
+    "extract",
+    "load_source",
+    "to_forest",
+    "branch_table",
+]

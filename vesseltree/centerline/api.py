@@ -1,0 +1,524 @@
+"""`vesseltree.extract`: the front door from any segmentation to a centerline `VesselGraph`.
+
+It reads any source (a file, a :class:`~vesseltree.Volume`, a nibabel image, a numpy array with
+its voxel size, a torch tensor), optionally runs a backbone on it, tells masks, label maps and
+probability maps apart, and runs :func:`~vesseltree.centerline.extract_graph` on each selected
+label. Everything is in world millimetres through the source's affine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Mapping
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from ..backbones.labelmap import label_ids, parse_labels, read_labels_json, resolve_labels
+from ..errors import EmptyInputError, InvalidInputError, describe
+from ..graph import VesselGraph
+from ..volume import Volume
+from .extract import ExtractionConfig, extract_graph
+
+__all__ = ["extract", "load_source", "to_forest"]
+
+log = logging.getLogger(__name__)
+
+# background voxels kept around each label's bounding box (more than the cross-section rays reach)
+_CROP_MARGIN = 4
+
+
+def _squeeze_leading(arr: np.ndarray, name: str) -> np.ndarray:
+    """Drop leading singleton (batch, channel) axes down to 3D; anything else is an error."""
+    while arr.ndim > 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 3:
+        raise InvalidInputError(
+            f"{name} must be a 3D volume (leading batch/channel axes of size 1 are dropped), got "
+            f"shape {tuple(arr.shape)}; select one channel (e.g. probs[:, 1]) or take the argmax first"
+        )
+    return arr
+
+
+def load_source(source, *, spacing=None, affine=None, name: str = "source") -> Volume:
+    """Any supported source as a :class:`~vesseltree.Volume`.
+
+    Parameters
+    ----------
+    source : str, os.PathLike, Volume, nibabel image, ndarray or torch.Tensor
+        A volume file (``.nii``, ``.nii.gz``, ``.mha``, ``.mhd``, ``.nrrd``, ``.nhdr``); a Volume;
+        a nibabel spatial image; an (I, J, K) array with ``spacing=`` or ``affine=``; a tensor of
+        shape (I, J, K), (1, I, J, K) or (1, 1, I, J, K) (leading singleton axes are dropped).
+    spacing : float or (3,) float, mm, optional
+        Voxel size along i, j, k for an array or tensor (axis-aligned affine, origin 0).
+    affine : (4, 4) float, optional
+        Voxel -> world mm for an array or tensor.
+
+    Raises
+    ------
+    InvalidInputError
+        A wrong type, not 3D, a singular affine, a bare array without ``spacing``/``affine``, or
+        ``spacing``/``affine`` given with a source that carries its own.
+    FileFormatError
+        A missing or unreadable file.
+    """
+    carries_affine = isinstance(source, (str, os.PathLike, Volume)) or (
+        hasattr(source, "dataobj") and hasattr(source, "affine")
+    )
+    if carries_affine and (spacing is not None or affine is not None):
+        raise InvalidInputError(
+            f"{name} carries its own affine ({type(source).__name__}); drop spacing=/affine="
+        )
+    if isinstance(source, (str, os.PathLike)):
+        from ..io import read_volume
+
+        return read_volume(Path(source))
+    if isinstance(source, Volume):
+        return source
+    if hasattr(source, "dataobj") and hasattr(source, "affine"):
+        return Volume.from_nibabel(source)
+    if type(source).__module__.startswith("torch"):
+        import torch
+
+        if not isinstance(source, torch.Tensor):
+            raise InvalidInputError(f"{name} must be a tensor, got {describe(source)}")
+        t = source.detach()
+        if t.dtype in (torch.bfloat16, torch.float16):
+            t = t.float()
+        arr = _squeeze_leading(t.cpu().numpy(), name)
+    elif isinstance(source, np.ndarray):
+        arr = source
+        if arr.ndim != 3:
+            raise InvalidInputError(
+                f"{name} must be a 3D array in (i, j, k) order, got {arr.ndim}D with shape "
+                f"{arr.shape}"
+                + ("; drop the leading axis (arr[0])" if arr.ndim > 3 and arr.shape[0] == 1 else "")
+            )
+    else:
+        raise InvalidInputError(
+            f"{name} must be a path, Volume, nibabel image, numpy array or torch tensor, got "
+            f"{describe(source)}"
+        )
+    if spacing is None and affine is None:
+        raise InvalidInputError(
+            f"{name} is a bare array without a voxel size; pass spacing=(si, sj, sk) in mm or "
+            "affine= (4x4 voxel -> world mm)"
+        )
+    if spacing is not None and affine is not None:
+        raise InvalidInputError("give spacing= or affine=, not both")
+    if spacing is not None and np.ndim(spacing) == 0:
+        spacing = (spacing,) * 3  # one number: isotropic voxels
+    return Volume(arr, affine, spacing=spacing)
+
+
+def _config(threshold, overrides: Mapping) -> dict:
+    valid = {f.name for f in fields(ExtractionConfig)}
+    unknown = sorted(set(overrides) - valid)
+    if unknown:
+        raise InvalidInputError(
+            f"unknown extract options {unknown}; valid ones are the ExtractionConfig fields "
+            f"{sorted(valid - {'threshold'})}"
+        )
+    cfg = dict(overrides)
+    cfg["threshold"] = threshold
+    ExtractionConfig(**cfg)  # validates every value, naming the bad one
+    return cfg
+
+
+def _kind(data: np.ndarray, label, per_label: bool, name: str) -> str:
+    """The kind of data: "mask", "labels" or "probability", with the checks each needs."""
+    if data.dtype == bool:
+        return "labels" if (label is not None or per_label) else "mask"
+    if data.dtype.kind in "iu":
+        if data.size and data.dtype.kind == "i" and int(data.min()) < 0:
+            raise InvalidInputError(
+                f"{name} is an integer label map with negative values (min {int(data.min())}); "
+                "labels must be >= 0 with 0 as background"
+            )
+        if label is not None or per_label:
+            return "labels"
+        return "labels" if data.size and int(data.max()) > 1 else "mask"
+    if data.dtype.kind != "f":
+        raise InvalidInputError(
+            f"{name} must be a mask, label map or probability map, got dtype {data.dtype}"
+        )
+    finite = np.isfinite(data)
+    if not finite.all():
+        bad = tuple(int(i) for i in np.argwhere(~finite)[0])
+        raise InvalidInputError(
+            f"{name} holds NaN or inf values (first at voxel {bad}: {data[bad]!r}); replace them "
+            "(e.g. np.nan_to_num) before extracting"
+        )
+    lo, hi = (float(data.min()), float(data.max())) if data.size else (0.0, 0.0)
+    if lo < -1e-6 or hi > 1 + 1e-6:
+        whole = bool(np.all(data == np.round(data)))
+        raise InvalidInputError(
+            f"{name} is floating point, so it is read as a probability map in [0, 1], but its values "
+            f"span [{lo:.4g}, {hi:.4g}]; "
+            + (
+                "pass a label map as integers (e.g. data.astype(np.int32))"
+                if whole
+                else "rescale it (e.g. a sigmoid of logits), or pass a label map as integers"
+            )
+        )
+    if label is not None or per_label:
+        raise InvalidInputError(
+            f"label=/per_label= need an integer label map, but {name} is a probability map "
+            f"(dtype {data.dtype}); threshold or argmax it to labels first"
+        )
+    return "probability"
+
+
+def _names(labels, labels_json, vol: Volume) -> dict[str, int] | None:
+    if labels is not None and labels_json is not None:
+        raise InvalidInputError("give labels= or labels_json=, not both")
+    if labels is not None:
+        return parse_labels(labels)
+    if labels_json is not None:
+        return read_labels_json(labels_json)
+    meta = vol.meta.get("labels")
+    if isinstance(meta, Mapping):
+        try:
+            return parse_labels(meta)
+        except InvalidInputError:
+            return None
+    return None
+
+
+def _progress(iterable, total: int, enabled: bool, desc: str):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, file=sys.stderr, leave=False)
+
+
+def _crop(vol: Volume, sl: tuple[slice, ...]) -> tuple[np.ndarray, np.ndarray, tuple[slice, ...]]:
+    """Bounding box ``sl`` grown by the margin, and the affine of that sub-grid."""
+    grown = tuple(
+        slice(max(0, s.start - _CROP_MARGIN), min(n, s.stop + _CROP_MARGIN))
+        for s, n in zip(sl, vol.shape)
+    )
+    shift = np.eye(4)
+    shift[:3, 3] = [s.start for s in grown]
+    return vol.data[grown], vol.affine @ shift, grown
+
+
+def _merge(parts: list[tuple[int, VesselGraph]], affine, meta: dict) -> VesselGraph:
+    """One graph of disjoint per-label graphs, with a ``label`` node attribute."""
+    pos, rad, edges, lab = [], [], [], []
+    data: dict[str, list[np.ndarray]] = {}
+    keys = set.intersection(*(set(g.node_data) for _, g in parts)) if parts else set()
+    offset = 0
+    branch_offset = 0
+    for lbl, g in parts:
+        pos.append(g.positions)
+        rad.append(g.radii)
+        edges.append(g.edges + offset)
+        lab.append(np.full(g.n_nodes, lbl, np.int64))
+        for k in keys:
+            v = np.asarray(g.node_data[k])
+            if k == "branch":
+                v = np.where(v >= 0, v + branch_offset, v)
+                branch_offset = int(max(branch_offset, v.max() + 1 if v.size else 0))
+            data.setdefault(k, []).append(v)
+        offset += g.n_nodes
+    node_data = {k: np.concatenate(v) for k, v in data.items()}
+    node_data["label"] = np.concatenate(lab) if lab else np.zeros(0, np.int64)
+    return VesselGraph(
+        np.concatenate(pos) if pos else np.zeros((0, 3)),
+        np.concatenate(rad) if rad else np.zeros(0),
+        np.concatenate(edges) if edges else np.zeros((0, 2), np.int64),
+        node_data=node_data,
+        affine=affine,
+        meta=meta,
+    )
+
+
+def _summary(g: VesselGraph) -> dict:
+    """The parts of an extraction's meta worth keeping per label (small, JSON)."""
+    keep = ("components", "spurs_pruned", "loops_cut", "crumbs_dropped", "touching_nodes", "timing")
+    return {k: g.meta[k] for k in keep if k in g.meta}
+
+
+def _as_points(root) -> np.ndarray:
+    pts = np.asarray(root, dtype=np.float64) if root is not None else np.zeros((0, 3))
+    if pts.ndim == 1:
+        pts = pts[None, :]
+    if pts.ndim != 2 or pts.shape[1] != 3 or not np.all(np.isfinite(pts)):
+        raise InvalidInputError(
+            f"root must be a world point (3,) in mm or points (K, 3), got {describe(root)}"
+        )
+    return pts
+
+
+def to_forest(graph: VesselGraph, root=None, *, progress: bool = False) -> VesselGraph:
+    """Every component as a rooted tree: cycles cut, edges oriented away from each root.
+
+    Parameters
+    ----------
+    graph : VesselGraph
+    root : (3,) or (K, 3) float, mm, optional
+        World points; each picks the nearest node as the root of that node's component. Other
+        components start at :meth:`VesselGraph.default_root` (the thickest tip, the likely inlet).
+    progress : bool
+        A progress bar over the components (stderr).
+
+    Returns
+    -------
+    VesselGraph
+        Same nodes in the same order. One component: a rooted tree (``root`` set). Several: an
+        unrooted forest whose edges still run parent -> child, with ``meta["roots"]`` the root of
+        each component (SWC writes it as a forest). ``meta["cuts"]`` lists every edge cut
+        (``[parent_side_node, other_node]``, node indices of the result).
+    """
+    if graph.n_nodes == 0:
+        return graph
+    comp = graph.component_labels
+    chosen: dict[int, int] = {}
+    pts = _as_points(root)
+    if len(pts):
+        from scipy.spatial import cKDTree
+
+        _, near = cKDTree(graph.positions).query(pts)
+        for node in np.atleast_1d(near):
+            c = int(comp[node])
+            if c in chosen and chosen[c] != int(node):
+                raise InvalidInputError(
+                    f"root: two points fall in component {c}; give at most one root per component"
+                )
+            chosen[c] = int(node)
+    edges, cuts, roots = [], [], []
+    edge_data: dict[str, list[np.ndarray]] = {k: [] for k in graph.edge_data}
+    k = graph.n_components
+    for c in _progress(range(k), k, progress and k > 1, "components"):
+        idx = np.flatnonzero(comp == c)
+        sub = graph.subgraph(idx)
+        r = chosen.get(c)
+        local = None if r is None else int(np.searchsorted(idx, r))
+        tree = sub.to_tree(root=local)
+        edges.append(idx[tree.edges])
+        new_cuts = tree.meta.get("cuts", [])[len(sub.meta.get("cuts", [])) :]
+        cuts += [[int(idx[a]), int(idx[b])] for a, b in new_cuts]
+        roots.append(int(idx[tree.root]))
+        for k in edge_data:
+            edge_data[k].append(np.asarray(tree.edge_data[k]))
+    meta = dict(graph.meta)
+    meta["cuts"] = list(meta.get("cuts", [])) + cuts
+    meta["roots"] = roots
+    if cuts:
+        log.info("to_forest: cut %d edges to break cycles", len(cuts))
+    return VesselGraph(
+        graph.positions,
+        graph.radii,
+        np.concatenate(edges),
+        root=roots[0] if len(roots) == 1 else None,
+        node_data=dict(graph.node_data),
+        edge_data={k: np.concatenate(v) for k, v in edge_data.items()},
+        affine=graph.affine,
+        meta=meta,
+    )
+
+
+def extract(
+    source,
+    *,
+    label=None,
+    labels: Mapping | None = None,
+    labels_json: str | os.PathLike | None = None,
+    backbone=None,
+    per_label: bool = False,
+    tree: bool = False,
+    root=None,
+    threshold: float = 0.5,
+    spacing=None,
+    affine=None,
+    on_empty: str = "raise",
+    progress: bool = False,
+    **config_overrides,
+) -> VesselGraph | dict[int, VesselGraph]:
+    """Centerline graph(s) of a segmentation, or of an image through a backbone.
+
+    Parameters
+    ----------
+    source : path, Volume, nibabel image, ndarray or torch.Tensor
+        See :func:`load_source`. Its values decide what it is: ``bool`` (or integer 0/1) is a
+        mask; integers beyond {0, 1} are a label map; floats in [0, 1] are a probability map.
+    label : int, str or list of them, optional
+        Labels of a label map to extract, by id or by name (names need ``labels`` or
+        ``labels_json``, or a ``meta["labels"]`` mapping on the Volume). None: every non-zero label.
+    labels : mapping, optional
+        Label names, ``{"aorta": 1}`` or ``{1: "aorta"}`` or a whole nnU-Net ``dataset.json`` dict.
+    labels_json : path, optional
+        A JSON file with label names (nnU-Net ``dataset.json``, TotalSegmentator ``{id: name}``).
+    backbone : object with ``segment(volume) -> Volume``, optional
+        Runs first on the source (a raw image); its output is extracted (see
+        :mod:`vesseltree.backbones`).
+    per_label : bool
+        Return ``{label_id: VesselGraph}`` instead of one graph.
+    tree : bool
+        Make every component a rooted tree (see :func:`to_forest`): cycles cut at their thinnest
+        edge, cuts listed in ``meta["cuts"]``.
+    root : (3,) or (K, 3) float, mm, optional
+        With ``tree=True``: world points that choose the roots (nearest node); default: the
+        thickest tip of each component.
+    threshold : float
+        Probability maps are vessel where ``p >= threshold``; the probabilities are kept for
+        sub-voxel walls.
+    spacing, affine : optional
+        Voxel size (mm) or voxel -> world affine of a bare array or tensor.
+    on_empty : {"raise", "warn"}
+        No vessel at all: raise :class:`~vesseltree.errors.EmptyInputError`, or warn and return an
+        empty graph.
+    progress : bool
+        A progress bar (stderr) over the labels, and over the components for ``tree=True``.
+    **config_overrides
+        :class:`~vesseltree.centerline.ExtractionConfig` fields (``spur_ratio=3``, ...).
+
+    Returns
+    -------
+    VesselGraph or dict of int -> VesselGraph
+        Nodes in world mm, ``affine`` the source's; see :func:`extract_graph` for the node data.
+        A label map gives ``node_data["label"]`` (int64, the label of each node).
+
+    Notes
+    -----
+    Each label of a label map is extracted on its own (cropped to its bounding box) and the
+    graphs are merged as disjoint components, so touching vessels with different labels (left and
+    right arteries, artery and vein) never fuse. Labels left empty after clean-up are skipped
+    with a warning when all labels are extracted; a label selected by ``label=`` that is empty
+    follows ``on_empty``.
+
+    Raises
+    ------
+    InvalidInputError
+        A wrong type, 2D/4D data, a singular affine, NaN/inf or out-of-range floats, an absent or
+        unknown label, a bad option.
+    FileFormatError
+        A missing or unreadable file.
+    EmptyInputError
+        No vessel (with ``on_empty="raise"``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> z, y, x = np.mgrid[:40, :24, :24]
+    >>> tube = (x - 11.5) ** 2 + (y - 11.5) ** 2 < 5.0**2
+    >>> g = extract(tube, spacing=(0.8, 0.5, 0.5))
+    >>> g.n_components, len(g.endpoints)
+    (1, 2)
+    """
+    if on_empty not in ("raise", "warn"):
+        raise InvalidInputError(f"on_empty must be 'raise' or 'warn', got {on_empty!r}")
+    cfg = _config(threshold, config_overrides)
+    vol = load_source(source, spacing=spacing, affine=affine)
+    src_name = f"source {str(source)!r}" if isinstance(source, (str, os.PathLike)) else "source"
+    if backbone is not None:
+        if not callable(getattr(backbone, "segment", None)):
+            raise InvalidInputError(
+                f"backbone must have a segment(volume) -> Volume method, got {describe(backbone)}"
+            )
+        out = backbone.segment(vol)
+        if isinstance(out, np.ndarray) and out.shape == vol.shape:
+            out = Volume(out, vol.affine)
+        if not isinstance(out, Volume):
+            raise InvalidInputError(
+                f"backbone {type(backbone).__name__}.segment must return a Volume, got {describe(out)}"
+            )
+        if out.shape != vol.shape:
+            log.info("backbone changed the grid from %s to %s", vol.shape, out.shape)
+        vol = out
+        src_name = f"the output of backbone {type(backbone).__name__}"
+    data = np.asarray(vol.data)
+    kind = _kind(data, label, per_label, src_name)
+
+    if kind != "labels":
+        if not data.flags.c_contiguous:
+            # one memory order for every source (NIfTI files load Fortran-ordered), so a file and
+            # the same array in memory give the identical graph
+            vol = Volume(np.ascontiguousarray(data), vol.affine, meta=vol.meta)
+        g = extract_graph(vol, on_empty=on_empty, **cfg)
+        if tree and g.n_nodes:
+            g = to_forest(g, root, progress=progress)
+        return g
+
+    names = _names(labels, labels_json, vol)
+    int_data = data.astype(np.uint8) if data.dtype == bool else data
+    present = label_ids(int_data)
+    if label is not None:
+        chosen = resolve_labels(label, names, present)
+    else:
+        chosen = [int(x) for x in present]
+    if not chosen:
+        msg = f"{src_name} holds no non-zero label"
+        if on_empty == "raise":
+            raise EmptyInputError(msg)
+        warnings.warn(f"extract: {msg}; returning an empty graph", RuntimeWarning, stacklevel=2)
+        return {} if per_label else _merge([], vol.affine, {"empty": msg})
+    # bounding boxes of every label in one pass (find_objects indexes labels 1..max)
+    if int(chosen[-1]) < 1 << 20:
+        boxes = ndi.find_objects(int_data, max_label=int(chosen[-1]))
+        box_of = {c: boxes[c - 1] for c in chosen}
+    else:  # pragma: no cover - huge label ids
+        box_of = {c: ndi.find_objects((int_data == c).astype(np.uint8))[0] for c in chosen}
+
+    inv = {v: k for k, v in (names or {}).items()}
+    parts: list[tuple[int, VesselGraph]] = []
+    empty: list[int] = []
+    for c in _progress(chosen, len(chosen), progress, "labels"):
+        crop, crop_affine, _ = _crop(vol, box_of[c])
+        sub = Volume(np.ascontiguousarray(crop == c), crop_affine)
+        try:
+            g = extract_graph(sub, on_empty="raise", **cfg)
+        except EmptyInputError as exc:
+            if label is not None and on_empty == "raise":
+                raise EmptyInputError(f"label {c}: {exc}") from exc
+            warnings.warn(
+                f"extract: label {c} leaves no centerline ({exc}); skipped",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            empty.append(c)
+            continue
+        g = g.replace(affine=vol.affine)
+        parts.append((c, g))
+    per = {
+        str(c): {"name": inv.get(c), **_summary(g)} if c in inv else _summary(g) for c, g in parts
+    }
+    meta = {
+        "source": "vesseltree.extract",
+        "config": cfg,
+        "labels": per,
+        "empty_labels": empty,
+    }
+    if per_label:
+        out_dict: dict[int, VesselGraph] = {}
+        pts = _as_points(root)
+        owner = np.zeros(0, np.int64)
+        if tree and len(pts) and parts:
+            # each root point belongs to the label whose centerline is nearest to it
+            from scipy.spatial import cKDTree
+
+            allpos = np.concatenate([g.positions for _, g in parts])
+            lab = np.concatenate([np.full(g.n_nodes, c) for c, g in parts])
+            owner = lab[cKDTree(allpos).query(pts)[1]]
+        for c, g in parts:
+            m = _merge([(c, g)], vol.affine, {**dict(g.meta), "label": c, "label_name": inv.get(c)})
+            if tree:
+                m = to_forest(m, pts[owner == c] if len(pts) else None, progress=progress)
+            out_dict[c] = m
+        return out_dict
+    if not parts:
+        msg = f"no label of {src_name} leaves a centerline (labels {empty})"
+        if on_empty == "raise":
+            raise EmptyInputError(msg)
+        warnings.warn(f"extract: {msg}; returning an empty graph", RuntimeWarning, stacklevel=2)
+    merged = _merge(parts, vol.affine, meta)
+    if tree and merged.n_nodes:
+        merged = to_forest(merged, root, progress=progress)
+    return merged
