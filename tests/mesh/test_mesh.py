@@ -324,3 +324,89 @@ def test_cli_mesh(tmp_path, capsys):
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "printable             yes" in out
+
+
+# ----------------------------------------------------------------------------- thin tubes, topology
+def thin_tree():
+    """A rooted tree of 31 branches whose radii fall to 0.08 mm, far below a 0.3 mm grid."""
+    from vesseltree.synth import random_tree
+
+    return random_tree(
+        seed=0,
+        n_branches=31,
+        root_radius_mm=0.5,
+        root_radius_sd_mm=0.0,
+        min_radius_mm=0.08,
+        collision_margin_mm=0.6,
+        taper_range=(0.1, 0.3),
+    )
+
+
+def test_thin_branches_keep_one_body_per_component(tmp_path):
+    g = thin_tree()
+    assert g.radii.min() < 0.3 * 0.9
+    # the old behaviour (thin tubes contoured as they are) breaks the tree into pieces
+    with pytest.warns(RuntimeWarning, match="may break"):
+        with pytest.warns(RuntimeWarning, match="bodies"):
+            broken = from_graph(g, voxel_size=0.3, thin="keep")
+    assert broken.metadata["vesseltree"]["bodies"] > 1
+    with pytest.warns(RuntimeWarning, match=r"thickened to 0\.27 mm"):
+        m = from_graph(g, voxel_size=0.3)
+    st = m.metadata["vesseltree"]
+    assert st["bodies"] == st["expected_bodies"] == 1
+    rep = round_trip(m, tmp_path, expected_bodies=g.n_components, expected_genus=0)
+    assert rep.ok, str(rep)
+    with pytest.raises(InvalidInputError, match="voxel_size"):
+        from_graph(g, voxel_size=0.3, thin="error")
+    with pytest.raises(InvalidInputError, match="thin"):
+        from_graph(g, voxel_size=0.3, thin="fatten")
+
+
+def test_bodies_per_component_and_no_warning_when_resolved(tmp_path):
+    import warnings
+
+    # three parallel tubes of radius 0.3 mm (resolvable at 0.3 mm: 0.9 voxel = 0.27 mm), 3 mm apart
+    pos = np.array([[0, 3.0 * k, z] for k in range(3) for z in (0.0, 4.0)])
+    g = VesselGraph(pos, np.full(6, 0.3), [[0, 1], [2, 3], [4, 5]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = from_graph(g, voxel_size=0.3)
+    rep = round_trip(m, tmp_path, expected_bodies=3, expected_genus=0)
+    assert rep.ok, str(rep)
+
+
+def test_fused_near_contact_is_reported():
+    # two separate tubes 0.02 mm apart, the gap between grid planes, fuse on a 0.25 mm grid:
+    # one body where the graph has two
+    pos = np.array([[0, 0, 0], [8, 0, 0], [0, 2.14, 0], [8, 2.14, 0.0]])
+    g = VesselGraph(pos, [1.06, 1.06, 1.06, 1.06], [[0, 1], [2, 3]])
+    with pytest.warns(RuntimeWarning, match="pass within"):
+        m = from_graph(g, voxel_size=0.25)
+    st = m.metadata["vesseltree"]
+    assert st["expected_bodies"] == 2 and st["bodies"] == 1 and st["close_contacts"] == 1
+
+
+def test_flat_ends_continue_one_radius_and_cut_by_a_plane(tmp_path):
+    g = segment(10.0, 1.0)
+    m = from_graph(g, voxel_size=0.2, ends="flat")
+    # a cylinder from x = -1 to x = 11 (one radius past each end node), flat at both ends
+    exact = np.pi * 1.0**2 * 12.0
+    assert abs(m.volume / exact - 1) < 0.015
+    assert m.vertices[:, 0].min() == pytest.approx(-1.0, abs=0.05)
+    assert m.vertices[:, 0].max() == pytest.approx(11.0, abs=0.05)
+    rep = round_trip(m, tmp_path, expected_bodies=1, expected_genus=0)
+    assert rep.ok, str(rep)
+    with pytest.raises(InvalidInputError, match="ends"):
+        from_graph(g, ends="square")
+
+
+def test_extracted_graph_of_synthetic_mask_is_printable(tmp_path):
+    from vesseltree.centerline import extract_graph
+    from vesseltree.synth import random_tree, voxelize
+
+    mask = voxelize(random_tree(seed=1, n_branches=7), spacing=0.25)
+    g = extract_graph(mask)
+    m = from_graph(g, voxel_size=0.25)
+    rep = round_trip(m, tmp_path, expected_bodies=g.n_components, expected_genus=g.n_cycles)
+    assert rep.ok, str(rep)
+    assert rep.self_intersections == 0

@@ -229,3 +229,22 @@ def test_config_validates_itself():
         TreeConfig(tortuosity_range=(0.9, 1.1))
     with pytest.raises(InvalidInputError, match="collision_margin_mm"):
         TreeConfig(collision_margin_mm=-1.0)
+
+
+def test_thousand_branches_with_documented_overrides():
+    # the overrides documented in random_tree's Notes: more generations fit the radius budget
+    t0 = time.perf_counter()
+    g = random_tree(
+        seed=1,
+        n_branches=1001,
+        root_radius_mm=3.0,
+        root_radius_sd_mm=0.0,
+        min_radius_mm=0.25,
+        taper_range=(0.0, 0.03),
+        exponent_range=(2.7, 3.0),
+        asymmetry_range=(0.6, 1.0),
+    )
+    elapsed = time.perf_counter() - t0
+    assert len(g.branches) == g.meta["n_branches"] == 1001
+    assert g.is_tree and g.radii.min() >= 0.25 - 1e-12
+    assert elapsed < 20.0  # about 2 s here

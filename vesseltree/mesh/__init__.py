@@ -15,11 +15,14 @@ from __future__ import annotations
 from .check import PrintReport, check_printable, count_self_intersections
 from .export import MESH_SUFFIXES, export
 from .graph_mesh import (
+    close_contacts,
     default_voxel_size,
     exact_distance,
+    expected_topology,
     from_graph,
     graph_cones,
     hollow,
+    min_resolvable_radius,
     open_ends,
 )
 from .mask_mesh import from_mask
@@ -37,4 +40,7 @@ __all__ = [
     "default_voxel_size",
     "graph_cones",
     "exact_distance",
+    "min_resolvable_radius",
+    "close_contacts",
+    "expected_topology",
 ]

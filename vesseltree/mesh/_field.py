@@ -239,9 +239,6 @@ def contour(spec: FieldSpec) -> tuple[np.ndarray, np.ndarray, dict]:
     """
     import time
 
-    from skimage.measure import _marching_cubes_lewiner_cy as mc_cy
-    from skimage.measure._marching_cubes_lewiner import _get_mc_luts
-
     t0 = time.perf_counter()
     cones, v, B = spec.cones, float(spec.voxel), int(spec.brick)
     k_blend, w = float(spec.blend), float(spec.shell)
@@ -337,7 +334,6 @@ def contour(spec: FieldSpec) -> tuple[np.ndarray, np.ndarray, dict]:
     # -- marching cubes brick by brick; borrow the +1 layer from the neighbours
     pool = pool.reshape(n_s, B, B, B)
     const32 = const.astype(np.float32)
-    luts = _get_mc_luts()
     all_v, all_f, all_key = [], [], []
     n_v = 0
     block = np.empty((B + 1, B + 1, B + 1), np.float32)
@@ -368,10 +364,10 @@ def contour(spec: FieldSpec) -> tuple[np.ndarray, np.ndarray, dict]:
                 block[dst] = pool[slot[j]][take[off[0]], take[off[1]], take[off[2]]]
         if block.min() >= 0 or block.max() <= 0:
             continue
-        verts, faces, _, _ = mc_cy.marching_cubes(block, 0.0, luts, 1, False, None)
+        verts, faces = _marching_cubes(block)
         if len(verts) == 0:
             continue
-        g = verts[:, ::-1].astype(np.float64) + bcoord[s_idx[m]] * B  # the kernel returns (k, j, i)
+        g = verts.astype(np.float64) + bcoord[s_idx[m]] * B
         # the one coordinate that is not an integer names the grid edge the vertex lies on
         fl = np.floor(g)
         frac = np.minimum(g - fl, fl + 1 - g)
@@ -414,6 +410,16 @@ def contour(spec: FieldSpec) -> tuple[np.ndarray, np.ndarray, dict]:
         faces = faces[:, ::-1].copy()
     stats["t_weld"] = time.perf_counter() - t3
     return verts, faces, stats
+
+
+def _marching_cubes(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lewiner marching cubes of ``block`` at level 0: vertices (V, 3) in (i, j, k) index units
+    and faces (F, 3), through scikit-image's public API (the caller makes the winding outward).
+    Degenerate faces are kept: welding by grid edge removes them consistently across bricks."""
+    from skimage.measure import marching_cubes
+
+    verts, faces, _, _ = marching_cubes(block, 0.0, method="lewiner", allow_degenerate=True)
+    return verts, faces
 
 
 def _scatter_cones(

@@ -56,6 +56,18 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--keep", choices=("largest", "all"), default="all", help="components kept (default all)"
     )
+    p.add_argument(
+        "--ends",
+        choices=("round", "flat"),
+        default="round",
+        help="vessel ends of a solid from a graph: the end sphere, or continued one radius and cut flat",
+    )
+    p.add_argument(
+        "--thin",
+        choices=("thicken", "keep", "error"),
+        default="thicken",
+        help="tubes thinner than 0.9 voxel: thicken to it (default, warns), keep (may break), or fail",
+    )
     p.add_argument("--no-check", action="store_true", help="skip the print check")
     p.set_defaults(func=run)
 
@@ -93,9 +105,12 @@ def run(args) -> int:
                 open_ends=bool(args.open_ends),
                 voxel_size=args.voxel_size,
                 blend=args.blend,
+                thin=args.thin,
             )
         else:
-            mesh = from_graph(graph, voxel_size=args.voxel_size, blend=args.blend)
+            mesh = from_graph(
+                graph, voxel_size=args.voxel_size, blend=args.blend, thin=args.thin, ends=args.ends
+            )
             if args.open_ends:
                 mesh = open_ends(mesh, graph, nodes="all")
         expected = graph.n_components
