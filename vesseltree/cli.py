@@ -212,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .centerline.cli import add_parser as add_extract_parser
 
     add_extract_parser(sub)
+
+    from .deformcl.cli import add_parser as add_deformcl_parser
+
+    add_deformcl_parser(sub)
     return parser
 
 
