@@ -50,3 +50,10 @@ def test_demo_stl_is_printable(demo_out):
 def test_demo_on_a_folder_without_sample_says_what_is_missing(tmp_path):
     with pytest.raises(FileFormatError, match="image.nii.gz"):
         run_demo(tmp_path / "out", sample=tmp_path)
+
+
+def test_demo_deformcl_finds_the_tree_in_the_raw_image(demo_out):
+    _, report, _ = demo_out
+    text = dict((name, t) for name, _, t in report.rows)["deformcl"]
+    f1 = float(re.search(r"F1@1mm ([0-9.]+)", text).group(1))
+    assert f1 >= 0.85, text
