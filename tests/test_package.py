@@ -36,5 +36,24 @@ def test_cli_help_lists_subcommands():
     out = subprocess.run(
         [sys.executable, "-m", "vesseltree", "--help"], capture_output=True, text=True, check=True
     )
-    for verb in ("demo", "synth", "convert", "info", "extract", "mesh"):
+    for verb in (
+        "demo",
+        "synth",
+        "convert",
+        "info",
+        "extract",
+        "mesh",
+        "interpolate",
+        "train-vetta",
+        "train-deformcl",
+    ):
         assert verb in out.stdout
+
+
+def test_building_the_cli_loads_no_torch():
+    code = (
+        "import sys, vesseltree.cli; vesseltree.cli.build_parser(); "
+        "print(sorted(m for m in ('torch', 'torch_geometric', 'pyvista') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

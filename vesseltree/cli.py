@@ -6,6 +6,8 @@
 ``vesseltree info``      a summary of a graph or volume file
 ``vesseltree extract``   centerline graph + branch table of a mask, label map or image
 ``vesseltree mesh``      a watertight, printable surface of a graph or a mask
+``vesseltree train-deformcl``, ``deformcl-predict``, ``deformcl-refine``   DeformCL
+``vesseltree train-vetta``, ``interpolate``   VeTTA training and latent interpolation
 """
 
 from __future__ import annotations
@@ -216,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .deformcl.cli import add_parser as add_deformcl_parser
 
     add_deformcl_parser(sub)
+
+    from .vetta.cli import add_parser as add_vetta_parser
+
+    add_vetta_parser(sub)  # interpolate, train-vetta (torch loads only when they run)
     return parser
 
 

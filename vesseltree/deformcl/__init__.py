@@ -10,10 +10,17 @@ Everything geometric is in millimetres; see :mod:`.geometry` for the voxel conve
 
 from __future__ import annotations
 
-from .api import DEFAULT_CHECKPOINT, DeformCL
-from .config import DeformCLConfig, TrainConfig
-from .model import DeformCLNet
-from .train import train
+import importlib
+
+# loaded on first use, so `vesseltree --help` (which registers the CLI) does not import torch
+_LAZY = {
+    "DeformCL": ".api",
+    "DEFAULT_CHECKPOINT": ".api",
+    "DeformCLConfig": ".config",
+    "TrainConfig": ".config",
+    "DeformCLNet": ".model",
+    "train": ".train",
+}
 
 __all__ = [
     "DeformCL",
@@ -23,3 +30,9 @@ __all__ = [
     "train",
     "DEFAULT_CHECKPOINT",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,274 @@
+"""Train VeTTA (both stages) at a bigger size on a GPU within a strict time budget.
+
+Two modes:
+
+``python benchmarks/gpu_vetta.py --prepare DIR``
+    (here, on CPU, with ../shared/data) writes the prepared training/validation trees to
+    ``DIR/trees.pt`` (plain tensors, a few MB), so the GPU machine needs no access to the data.
+
+``python benchmarks/gpu_vetta.py --device cuda --budget-s 240 --data DIR --out OUT``
+    trains the segment AE, then the tree AE, on ``DIR/trees.pt``, then measures reconstruction on
+    the held-out trees, and prints a table: loss at start/end, iterations/s, encode and decode
+    throughput (trees/s), peak GPU memory and the validation Chamfer distance. Everything,
+    evaluation included, stays within ``--budget-s`` wall seconds of the script start. Writes
+    ``OUT/vetta.pt`` (the checkpoint), ``OUT/gpu_vetta.json`` and ``OUT/gpu_vetta.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def prepare(out: Path, data: Path | None, *, n_synthetic: int = 1500, seed: int = 0) -> Path:
+    from vesseltree.vetta.datasets import load_sets, prepare, save_sets
+
+    sets, meta = prepare(data, REPO / ".cache" / "vetta", n_synthetic=n_synthetic, seed=seed)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "trees.pt"
+    save_sets(path, sets, meta)
+    size = path.stat().st_size / 2**20
+    again, _ = load_sets(path)
+    assert {k: len(v) for k, v in again.items()} == {k: len(v) for k, v in sets.items()}
+    print(f"wrote {path} ({size:.1f} MB): " + ", ".join(f"{k} {len(v)}" for k, v in sets.items()))
+    if size > 20:
+        print("WARNING: more than 20 MB")
+    return path
+
+
+def _records_chunk(args):
+    from vesseltree.vetta.batch import make_record
+
+    trees, seg_cfg = args
+    return [make_record(t, seg_cfg) for t in trees]
+
+
+def _records(trees, seg_cfg) -> list[dict]:
+    """Records of the training trees, in parallel where there are cores to spare."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = min(8, (os.cpu_count() or 1) - 1)
+    if workers < 2 or len(trees) < 200:
+        return _records_chunk((trees, seg_cfg))
+    chunks = [(trees[i : i + 200], seg_cfg) for i in range(0, len(trees), 200)]
+    with ProcessPoolExecutor(workers) as pool:
+        return [r for part in pool.map(_records_chunk, chunks) for r in part]
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def run(args) -> dict:
+    from vesseltree.metrics.trees import centerline_distances, validity_rate
+    from vesseltree.vetta import VeTTA, VeTTAConfig
+    from vesseltree.vetta.datasets import load_sets
+    from vesseltree.vetta.decode import decode_codes, render
+    from vesseltree.vetta.train import TrainSettings, train_segment, train_tree
+    from vesseltree.vetta.tree import Frame
+
+    t_start = time.perf_counter()
+    budget = float(args.budget_s)
+    dev = torch.device(args.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda but CUDA is not available")
+    sets, meta = load_sets(Path(args.data) / "trees.pt")
+    config = getattr(VeTTAConfig, args.config)()
+    train_trees = sets["train"][: args.max_train] if args.max_train else sets["train"]
+    # records first: the worker processes fork before CUDA is initialised
+    train_records = _records(train_trees, config.segment)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        torch.backends.cuda.matmul.allow_tf32 = True
+    torch.manual_seed(args.seed)
+    model = VeTTA(config, device=dev)
+    val_keys = [k for k in ("val_vesselvae", "val_tubetk_gold", "val_synthetic") if sets.get(k)]
+    prep_s = time.perf_counter() - t_start
+    # what is left after loading: --eval-share for evaluation, the rest 35:65 for the stages
+    left = budget - prep_s
+    train_share = 1.0 - args.eval_share
+    seg_s, tree_s = 0.35 * train_share * left, 0.65 * train_share * left
+    stats = args.stats_trees
+    seg_log = train_segment(
+        model,
+        train_records,
+        TrainSettings(
+            steps=10**6, batch_size=args.segment_batch, lr=args.lr, budget_s=seg_s, warmup=100
+        ),
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    # the learning rate decays with the time budget (the step count is left open)
+    tree_log = train_tree(
+        model,
+        train_records,
+        TrainSettings(
+            steps=10**6,
+            batch_size=args.tree_batch,
+            lr=args.lr,
+            budget_s=tree_s,
+            warmup=100,
+            rotate=not args.no_rotate,
+            stats_trees=stats,
+        ),
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    _sync(dev)
+    peak_train = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None
+
+    # throughput and validation, in chunks, bounded by what is left of the budget
+    results: dict = {"config": config.name, "device": str(dev), "prep_s": round(prep_s, 1)}
+    val = [(k, t) for k in val_keys for t in sets[k][: args.n_val]]
+    deadline = t_start + budget - 3.0
+    chunk = 64
+    zs, frames, decoded = [], [], []
+    enc_s = dec_s = 0.0
+    with torch.no_grad():
+        for i in range(0, len(val), chunk):
+            if time.perf_counter() > deadline - 1.0:
+                break
+            part = [t for _, t in val[i : i + chunk]]
+            t0 = time.perf_counter()
+            z, fr = model.encode_many(part)
+            _sync(dev)
+            enc_s += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            decoded += decode_codes(model.tree_ae, torch.as_tensor(z, device=dev), model.lookup)
+            _sync(dev)
+            dec_s += time.perf_counter() - t0
+            zs.append(z)
+            frames += fr
+    n_done = len(decoded)
+    results["encode_trees_per_s"] = round(n_done / enc_s, 1) if enc_s else None
+    results["decode_trees_per_s"] = round(n_done / dec_s, 1) if dec_s else None
+    per_set: dict = {}
+    for i in range(n_done):
+        if time.perf_counter() > deadline:
+            break
+        key, truth = val[i]
+        g = render(decoded[i], frames[i], model.segment_ae).to_graph()
+        row = per_set.setdefault(key, {"chamfer": [], "graphs": []})
+        row["chamfer"].append(centerline_distances(g, truth.to_graph())["chamfer_mm"])
+        row["graphs"].append(g)
+    per_set = {
+        k: {
+            "chamfer_mm_median": round(float(np.median(v["chamfer"])), 3),
+            "n": len(v["chamfer"]),
+            "validity": validity_rate(v["graphs"]),
+        }
+        for k, v in per_set.items()
+    }
+    peak = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None
+    results.update(
+        segment=seg_log,
+        tree=tree_log,
+        peak_gpu_mb_train=None if peak_train is None else round(peak_train, 1),
+        peak_gpu_mb=None if peak is None else round(peak, 1),
+        validation=per_set,
+        params={
+            "segment": sum(p.numel() for p in model.segment_ae.parameters()),
+            "tree": sum(p.numel() for p in model.tree_ae.parameters()),
+        },
+        data=meta.get("counts", {}),
+    )
+    med_scale = float(
+        np.median([Frame.of_points(t.dense_points()[:, :3]).scale for t in sets["train"][:500]])
+    )
+    model.metadata.update(
+        training={"segment": seg_log, "tree": tree_log},
+        validation=per_set,
+        data=meta,
+        default_frame={"centre": [0.0, 0.0, 0.0], "scale": med_scale},
+        device=str(dev),
+        config_name=config.name,
+        version=__import__("vesseltree").__version__,
+        script="benchmarks/gpu_vetta.py",
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    results["total_s"] = round(time.perf_counter() - t_start, 1)
+    table = _table(results)
+    print(table)
+    (out / "gpu_vetta.json").write_text(json.dumps(results, indent=2))
+    (out / "gpu_vetta.md").write_text(table + "\n")
+    return results
+
+
+def _g(v) -> str:
+    return "n/a" if v is None else f"{v:.4g}"
+
+
+def _table(r: dict) -> str:
+    s, t = r["segment"], r["tree"]
+    lines = [
+        f"VeTTA `{r['config']}` on {r['device']} (total {r['total_s']} s, data prep {r['prep_s']} s)",
+        "",
+        "| quantity | segment AE | tree AE |",
+        "|---|---|---|",
+        f"| steps | {s['steps']} | {t['steps']} |",
+        f"| loss start -> end | {_g(s['loss_start'])} -> {_g(s['loss_end'])} | "
+        f"{_g(t['loss_start'])} -> {_g(t['loss_end'])} |",
+        f"| iterations/s | {s['it_per_s']} | {t['it_per_s']} |",
+        f"| parameters | {r['params']['segment']:,} | {r['params']['tree']:,} |",
+        "",
+        "| quantity | value |",
+        "|---|---|",
+        f"| encode throughput (trees/s, batches of 64) | {r['encode_trees_per_s']} |",
+        f"| decode throughput (trees/s, recursive, no rendering) | {r['decode_trees_per_s']} |",
+        f"| peak GPU memory, training (MB) | {r['peak_gpu_mb_train']} |",
+        f"| peak GPU memory, overall (MB) | {r['peak_gpu_mb']} |",
+    ]
+    for k, v in r["validation"].items():
+        lines.append(
+            f"| validation Chamfer, {k} (median mm, n={v['n']}, validity {v['validity']:.2f}) "
+            f"| {v['chamfer_mm_median']} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--prepare", default=None, metavar="DIR", help="write prepared trees and exit")
+    p.add_argument("--real-data", default=str(REPO.parent / "shared" / "data"))
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--budget-s", type=float, default=240.0)
+    p.add_argument("--data", default=str(REPO / ".cache" / "gpu_vetta"))
+    p.add_argument("--out", default=str(REPO / ".cache" / "gpu_vetta_out"))
+    p.add_argument("--config", choices=("tiny", "small", "default"), default="default")
+    p.add_argument("--segment-batch", type=int, default=512)
+    p.add_argument("--tree-batch", type=int, default=256)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-val", type=int, default=100, help="trees per validation set")
+    p.add_argument("--stats-trees", type=int, default=1024, help="trees for the code statistics")
+    p.add_argument("--no-rotate", action="store_true")
+    p.add_argument("--eval-share", type=float, default=0.15, help="budget share for evaluation")
+    p.add_argument(
+        "--max-train", type=int, default=None, help="use only the first N training trees"
+    )
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    if args.prepare:
+        data = Path(args.real_data)
+        prepare(Path(args.prepare), data if data.is_dir() else None, seed=args.seed)
+        return 0
+    run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
