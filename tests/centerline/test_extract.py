@@ -90,14 +90,12 @@ def test_noise_handles_are_cut():
     assert len(g.endpoints) <= 3
 
 
-@pytest.mark.xfail(
-    reason="touching flag comes from elongated cross-sections; fused parallel tubes "
-    "are not always caught yet",
-    strict=False,
-)
 def test_touching_vessels_are_flagged(synth):
     g = extract_graph(synth.voxelize(synth.touching_tubes(gap_mm=-0.3), spacing=SPACING))
     assert g.node_data["touching"].any()
+    # and no false alarm on separate vessels
+    tree = extract_graph(synth.voxelize(synth.random_tree(seed=3, n_branches=15), spacing=SPACING))
+    assert not tree.node_data["touching"].any()
 
 
 def test_straight_axis_aligned_thick_tube():
@@ -156,6 +154,10 @@ def test_bad_inputs():
         extract_graph(Volume(np.ones((5, 5, 5), bool)), spur_rati=2)
     with pytest.raises(InvalidInputError, match="spur_ratio"):
         ExtractionConfig(spur_ratio=-1.0)
+    with pytest.raises(InvalidInputError, match="link_ratio"):
+        ExtractionConfig(link_ratio=-1.0)
+    with pytest.raises(InvalidInputError, match="touching_elongation"):
+        ExtractionConfig(touching_elongation=0.5)
 
 
 def test_probability_map_gives_subvoxel_walls(synth):

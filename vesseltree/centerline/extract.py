@@ -26,8 +26,14 @@ from ..graph import VesselGraph
 from ..volume import Volume, as_volume
 from .cleanup import binarize, clean_mask
 from .graph_build import SkeletonGraph, build_skeleton_graph
-from .prune import cut_short_loops, drop_small_components, prune_spurs
-from .refine import Sampler, cross_sections, smooth_on_graph
+from .prune import (
+    collapse_short_links,
+    cut_contacts,
+    cut_short_loops,
+    drop_small_components,
+    prune_spurs,
+)
+from .refine import Sampler, cross_sections, place_junctions, smooth_on_graph
 from .skeleton import BoundaryTree, skeletonize_components
 
 __all__ = ["ExtractionConfig", "extract_graph"]
@@ -57,6 +63,18 @@ class ExtractionConfig:
         own radius is a spur (a wall bump), and is pruned.
     min_spur_mm : float
         Terminal branches protruding less than this (mm) are pruned whatever their radius.
+    wall_offset : float
+        In units of the smallest voxel size: added to the inscribed radii in the spur rule (they
+        are measured to the nearest background voxel centre, inside the wall).
+    link_ratio : float
+        Two junctions joined by a branch shorter than ``link_ratio`` times the larger junction
+        radius are one junction (a trifurcation, or side branches less than a diameter apart,
+        which thinning splits into two junctions a voxel or two apart). 0 = keep them apart.
+    contact_ratio : float
+        A branch between two junctions, shorter than ``contact_ratio`` times the sum of their
+        radii, that leaves two straight-through vessels sideways and closes a cycle, is the
+        contact of two touching vessels, and is cut (recorded in ``meta["contacts_cut"]``).
+        0 = keep such bridges.
     loop_ratio : float
         Cycles shorter than ``loop_ratio`` times the largest radius on them are noise handles and
         are cut at their thinnest branch; longer ones are kept as real loops.
@@ -76,9 +94,22 @@ class ExtractionConfig:
     touching_rays : int
         A node whose cross-section has at least this many clipped rays, away from any junction,
         is flagged ``touching``.
+    touching_elongation : float
+        A node whose cross-section outline is this many times longer than wide (longest /
+        shortest ray), away from any junction or tip, with a radius of at least two voxels, is
+        flagged ``touching`` too (two lumens fused side by side). Either rule must hold on two
+        neighbouring nodes.
     extend_tips : bool
         Extend each free tip along its direction to where the lumen ends (thinning stops about one
         radius short of it).
+    curvature_correction : bool
+        On binary masks, add ``h^2 / (12 r)`` to each cross-section radius (``h^2``: mean squared
+        voxel size in the section plane, ``r`` at least ``h``): the 0.5 level of the interpolated
+        mask lies that much inside a curved wall on average, which biases thin vessels low.
+    place_junctions : bool
+        Move each junction to the least-squares intersection of the axes of its branches (for a
+        side branch: where its axis meets the parent's), instead of where the voxel skeleton
+        happened to fork.
     """
 
     threshold: float = 0.5
@@ -87,15 +118,21 @@ class ExtractionConfig:
     max_cavity_mm3: float = 2.0
     spur_ratio: float = 2.0
     min_spur_mm: float = 0.0
+    wall_offset: float = 0.5
+    link_ratio: float = 2.0
+    contact_ratio: float = 2.5
     loop_ratio: float = 14.0
     min_component_length_mm: float = 1.0
     node_spacing: float = 1.5
     n_rays: int = 12
     refine_iterations: int = 2
-    smoothing: float = 1.0
+    smoothing: float = 0.1
     clip_ratio: float = 2.0
     touching_rays: int = 2
+    touching_elongation: float = 2.0
     extend_tips: bool = True
+    curvature_correction: bool = True
+    place_junctions: bool = True
 
     def __post_init__(self):
         for f in fields(self):
@@ -117,6 +154,16 @@ class ExtractionConfig:
                 raise InvalidInputError(
                     f"ExtractionConfig.{name} must be positive, got {getattr(self, name)!r}"
                 )
+        for name in ("wall_offset", "link_ratio", "contact_ratio"):
+            if getattr(self, name) < 0:
+                raise InvalidInputError(
+                    f"ExtractionConfig.{name} must be >= 0 (0 turns it off), got {getattr(self, name)!r}"
+                )
+        if self.touching_elongation <= 1:
+            raise InvalidInputError(
+                "ExtractionConfig.touching_elongation must be > 1 (longest / shortest ray), "
+                f"got {self.touching_elongation!r}"
+            )
         if self.n_rays < 6:
             raise InvalidInputError(
                 f"ExtractionConfig.n_rays must be at least 6, got {self.n_rays!r}"
@@ -300,10 +347,20 @@ def extract_graph(
     g = build_skeleton_graph(skel, mask.shape, affine, r_skel)
     g.merge_degree_two()
     voxel = float(np.mean(spacing_mm))
-    spurs = prune_spurs(g, spur_ratio=cfg.spur_ratio, min_length_mm=cfg.min_spur_mm)
+    wall = cfg.wall_offset * float(spacing_mm.min())
+    spurs = prune_spurs(
+        g, spur_ratio=cfg.spur_ratio, min_length_mm=cfg.min_spur_mm, wall_offset_mm=wall
+    )
+    contacts = cut_contacts(g, contact_ratio=cfg.contact_ratio) if cfg.contact_ratio > 0 else []
     cuts = cut_short_loops(g, loop_ratio=cfg.loop_ratio)
-    if cuts:
-        spurs += prune_spurs(g, spur_ratio=cfg.spur_ratio, min_length_mm=cfg.min_spur_mm)
+    if cuts or contacts:
+        spurs += prune_spurs(
+            g, spur_ratio=cfg.spur_ratio, min_length_mm=cfg.min_spur_mm, wall_offset_mm=wall
+        )
+    # last, once every spur is gone: junctions a stub apart become one
+    links = collapse_short_links(g, link_ratio=cfg.link_ratio) if cfg.link_ratio > 0 else 0
+    if links:
+        cuts += cut_short_loops(g, loop_ratio=cfg.loop_ratio)
     crumbs = drop_small_components(g, min_length_mm=cfg.min_component_length_mm)
     g.merge_degree_two()
     t_graph = time.perf_counter()
@@ -324,7 +381,8 @@ def extract_graph(
     deg[n_key:] = 2
     junction = deg >= 3
     movable = ~junction
-    if cfg.use_probabilities and data.dtype.kind == "f":
+    binary_field = not (cfg.use_probabilities and data.dtype.kind == "f")
+    if not binary_field:
         field = np.round(np.clip(data, 0.0, 1.0) * 255).astype(np.uint8)
         sampler = Sampler(field, affine, 1.0 / 255)
     else:
@@ -355,11 +413,24 @@ def extract_graph(
     area[idx] = np.where(sec["inside"], sec["area"], np.nan)
     n_open = np.zeros(n, np.int64)
     n_open[idx] = sec["n_open"]
+    elong = np.ones(n)
+    elong[idx] = np.where(sec["inside"], sec["elongation"], 1.0)
     if cfg.smoothing > 0:
         positions = smooth_on_graph(positions, paths, weights, cfg.smoothing)
 
     edges = np.concatenate([np.stack([p[:-1], p[1:]], axis=1) for p in paths])
     radii = np.sqrt(area / np.pi)
+    if binary_field and cfg.curvature_correction:
+        # the 0.5 level of a trilinearly interpolated binary mask cuts the corners of a curved
+        # wall: on average it lies h^2 / (12 r) inside a circle of radius r, where h^2 is the
+        # mean squared voxel size in the cross-section plane (the variance of where the wall
+        # falls between two voxel centres, times the wall's curvature)
+        axes = affine[:3, :3] / spacing_mm
+        t_vox = tangents @ axes
+        h2 = 0.5 * np.sum(spacing_mm**2 * (1.0 - np.clip(t_vox**2, 0.0, 1.0)), axis=1)
+        ok = np.isfinite(radii)
+        # below one voxel the formula no longer holds: cap it at its value for r = h
+        radii[ok] += h2[ok] / (12.0 * np.maximum(radii[ok], np.sqrt(h2[ok])))
     # junctions and unmeasured nodes: the largest measured radius among their neighbours
     for _ in range(4):
         bad = ~np.isfinite(radii)
@@ -374,14 +445,30 @@ def extract_graph(
     radii = np.maximum(radii, 0.1 * float(spacing_mm.min()))
     r_ins = np.maximum(r_ins, 1e-3)
 
-    touching = (n_open >= cfg.touching_rays) & movable & (deg == 2)
-    jpos = positions[junction]
-    if touching.any() and len(jpos):
-        d, j = cKDTree(jpos).query(positions[touching])
-        near = d < 1.5 * (radii[junction][j] + radii[touching])
+    placed = 0
+    if cfg.place_junctions and junction.any():
+        positions, placed = place_junctions(
+            positions, paths, junction, radii, sampler, reach_mm=2.0 * voxel
+        )
+
+    # touching vessels: an outline with clipped rays, or a long one (two lumens side by side),
+    # away from junctions and tips (where every outline is long) and on two neighbours in a row
+    # (the outline of a vessel only a voxel or two across is too ragged to call it long)
+    resolved = radii >= 2.0 * float(spacing_mm.min())
+    touching = (n_open >= cfg.touching_rays) | ((elong >= cfg.touching_elongation) & resolved)
+    touching &= movable & (deg == 2)
+    key = junction | (deg == 1)
+    if touching.any() and key.any():
+        d, j = cKDTree(positions[key]).query(positions[touching])
+        near = d < radii[key][j] + radii[touching] + voxel
         tmp = touching.copy()
         tmp[np.flatnonzero(touching)[near]] = False
         touching = tmp
+    if touching.any():
+        both = touching[edges[:, 0]] & touching[edges[:, 1]]
+        paired = np.zeros(n, bool)
+        paired[edges[both].ravel()] = True
+        touching &= paired
 
     extended = 0
     if cfg.extend_tips:
@@ -402,10 +489,13 @@ def extract_graph(
         "cleanup": report,
         "components": int(n_comp),
         "spurs_pruned": int(spurs),
+        "junction_links_collapsed": int(links),
+        "contacts_cut": contacts[:500],
         "loops_cut": len(cuts),
         "loop_cuts": cuts[:500],
         "crumbs_dropped": int(crumbs),
         "tips_extended": int(extended),
+        "junctions_placed": int(placed),
         "touching_nodes": int(touching.sum()),
         "timing": timing,
     }

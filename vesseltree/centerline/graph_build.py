@@ -38,6 +38,7 @@ class Branch:
     pts: np.ndarray
     r: np.ndarray
     alive: bool = True
+    cached_length: float | None = None
 
     def polyline(self, graph: SkeletonGraph) -> np.ndarray:
         """(P + 2, 3) points from node u through the interior to node v, mm."""
@@ -46,9 +47,11 @@ class Branch:
         )
 
     def length(self, graph: SkeletonGraph) -> float:
-        """Polyline length, mm."""
-        p = self.polyline(graph)
-        return float(np.linalg.norm(np.diff(p, axis=0), axis=1).sum())
+        """Polyline length, mm (cached: reset ``cached_length`` when an end node moves)."""
+        if self.cached_length is None:
+            p = self.polyline(graph)
+            self.cached_length = float(np.sqrt((np.diff(p, axis=0) ** 2).sum(1)).sum())
+        return self.cached_length
 
     def other(self, node: int) -> int:
         return self.v if node == self.u else self.u

@@ -20,7 +20,7 @@ import numpy as np
 
 from .graph_build import SkeletonGraph
 
-__all__ = ["prune_spurs", "cut_short_loops", "drop_small_components"]
+__all__ = ["prune_spurs", "collapse_short_links", "cut_short_loops", "drop_small_components"]
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,9 @@ def _branch_radius(g: SkeletonGraph, bi: int) -> float:
     return float(min(g.node_r[b.u], g.node_r[b.v]))
 
 
-def prune_spurs(g: SkeletonGraph, *, spur_ratio: float, min_length_mm: float) -> int:
+def prune_spurs(
+    g: SkeletonGraph, *, spur_ratio: float, min_length_mm: float, wall_offset_mm: float = 0.0
+) -> int:
     """Remove spurs until none is left; returns how many were removed.
 
     Parameters
@@ -41,6 +43,9 @@ def prune_spurs(g: SkeletonGraph, *, spur_ratio: float, min_length_mm: float) ->
         A terminal branch is a spur when ``length - r_junction < spur_ratio * r_branch``.
     min_length_mm : float
         Terminal branches shorter than this (mm) beyond the parent wall are always spurs.
+    wall_offset_mm : float
+        Added to both radii: the inscribed radius is measured to the nearest background voxel
+        centre, about half a voxel inside the wall.
     """
     removed = 0
     while True:
@@ -57,8 +62,8 @@ def prune_spurs(g: SkeletonGraph, *, spur_ratio: float, min_length_mm: float) ->
                 junction = b.u
             else:
                 continue
-            rb = max(_branch_radius(g, bi), 1e-6)
-            protrusion = b.length(g) - g.node_r[junction]
+            rb = max(_branch_radius(g, bi) + wall_offset_mm, 1e-6)
+            protrusion = b.length(g) - g.node_r[junction] - wall_offset_mm
             if protrusion < spur_ratio * rb or protrusion < min_length_mm:
                 score = protrusion / rb
                 if junction not in best or score < best[junction][0]:
@@ -188,3 +193,136 @@ def drop_small_components(g: SkeletonGraph, *, min_length_mm: float) -> int:
             g.branches[bi].alive = False
             dropped += 1
     return dropped
+
+
+def collapse_short_links(g: SkeletonGraph, *, link_ratio: float) -> int:
+    """Merge two junctions joined by a branch shorter than ``link_ratio`` x the larger radius.
+
+    Thinning splits a trifurcation, or two side branches that leave a vessel less than a
+    diameter apart, into two junctions joined by a stub a voxel or two long: the mask cannot
+    tell them apart, so they become one node (at the middle of the stub). Returns how many
+    links were collapsed.
+    """
+    merged = 0
+    while True:
+        inc = g.incidence()
+        best = None
+        for bi in g.alive_branches():
+            b = g.branches[bi]
+            if b.u == b.v or len(inc[b.u]) < 3 or len(inc[b.v]) < 3:
+                continue
+            limit = link_ratio * max(g.node_r[b.u], g.node_r[b.v])
+            length = b.length(g)
+            if length < limit and (best is None or length / limit < best[0]):
+                best = (length / limit, bi)
+        if best is None:
+            return merged
+        b = g.branches[best[1]]
+        b.alive = False
+        keep, gone = b.u, b.v
+        poly = b.polyline(g)
+        g.node_pos[keep] = poly[len(poly) // 2].copy() if len(poly) > 2 else poly.mean(0)
+        g.node_r[keep] = max(g.node_r[keep], g.node_r[gone])
+        for bj in inc[keep] + inc[gone]:
+            g.branches[bj].cached_length = None
+        for bj in inc[gone]:
+            other = g.branches[bj]
+            if not other.alive:
+                continue
+            if other.u == gone:
+                other.u = keep
+            if other.v == gone:
+                other.v = keep
+        merged += 1
+
+
+def _direction(g: SkeletonGraph, bi: int, node: int, reach_mm: float) -> np.ndarray | None:
+    """Unit direction of branch ``bi`` leaving ``node``, from its points within ``reach_mm``."""
+    b = g.branches[bi]
+    poly = b.polyline(g)
+    if b.v == node and b.u != node:
+        poly = poly[::-1]
+    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(poly, axis=0), axis=1))])
+    k = int(np.searchsorted(s, min(reach_mm, s[-1])))
+    d = poly[min(k, len(poly) - 1)] - poly[0]
+    n = np.linalg.norm(d)
+    return d / n if n > 1e-9 else None
+
+
+def cut_contacts(
+    g: SkeletonGraph, *, contact_ratio: float, straight_cos: float = 0.6
+) -> list[dict]:
+    """Cut the bridges that join two touching vessels; returns one dict per cut.
+
+    Where two vessels touch, the mask fuses them and the skeleton links their axes with a short
+    bridge: a branch between two junctions, at each of which the other two branches continue
+    each other (the vessel runs straight through) while the bridge leaves sideways. A branch is
+    such a bridge when it lies on a cycle, is shorter than ``contact_ratio`` times the sum of the
+    radii at its ends, and at both ends the other two branches point in nearly opposite
+    directions (cosine below ``-straight_cos``) with the bridge across them (|cosine| below
+    ``straight_cos`` with each). A side branch that splits at once into a T looks the same;
+    that is rare in vessels.
+    """
+    cuts: list[dict] = []
+    inc = g.incidence()
+    for bi in g.alive_branches():
+        b = g.branches[bi]
+        if b.u == b.v or len(inc[b.u]) != 3 or len(inc[b.v]) != 3:
+            continue
+        if len({*inc[b.u], *inc[b.v]}) != 5:  # a parallel branch or a self loop at an end
+            continue
+        length = b.length(g)
+        if length >= contact_ratio * (g.node_r[b.u] + g.node_r[b.v]):
+            continue
+        ok = True
+        for node in (b.u, b.v):
+            others = [bj for bj in inc[node] if bj != bi]
+            reach = 2.0 * g.node_r[node] + 1.0
+            d1 = _direction(g, others[0], node, reach)
+            d2 = _direction(g, others[1], node, reach)
+            db = _direction(g, bi, node, max(0.5 * length, 1e-6))
+            if d1 is None or d2 is None or db is None:
+                ok = False
+                break
+            if (
+                d1 @ d2 > -straight_cos
+                or abs(db @ d1) > straight_cos
+                or abs(db @ d2) > straight_cos
+            ):
+                ok = False
+                break
+        if not ok:
+            continue
+        # only where the rest of the graph still joins the two ends (the bridge closes a cycle)
+        b.alive = False
+        if not _connected(g, b.u, b.v):
+            b.alive = True
+            continue
+        poly = b.polyline(g)
+        cuts.append(
+            {
+                "position": [round(float(x), 3) for x in poly[len(poly) // 2]],
+                "length_mm": round(float(length), 3),
+            }
+        )
+        inc = g.incidence()
+    return cuts
+
+
+def _connected(g: SkeletonGraph, a: int, b: int) -> bool:
+    adj: dict[int, list[int]] = {}
+    for bi in g.alive_branches():
+        br = g.branches[bi]
+        adj.setdefault(br.u, []).append(br.v)
+        adj.setdefault(br.v, []).append(br.u)
+    seen = {a}
+    stack = [a]
+    while stack:
+        x = stack.pop()
+        if x == b:
+            return True
+        for y in adj.get(x, ()):
+            if y not in seen:
+                seen.add(y)
+                stack.append(y)
+    return False

@@ -162,20 +162,11 @@ def cross_sections(
         rmax = rho_max[idx]
         n_steps = int(np.ceil(rmax.max() / step_mm))
         f0 = sampler(c)
-        # coarse march: samples at rho = j * step, j = 1..n_steps, stopping at each node's reach
-        rhos = step_mm * np.arange(1, n_steps + 1)
-        pts = c[:, None, None, :] + d[:, :, None, :] * rhos[None, None, :, None]
-        vals = sampler(pts)  # (m, K, S)
-        beyond = np.broadcast_to(rhos[None, None, :] > rmax[:, None, None], vals.shape)
-        below = (vals < 0.5) | beyond
-        below[:, :, -1] = True
-        j = np.argmax(below, axis=2)  # first step outside the lumen or beyond the reach
-        m, k = np.indices(j.shape)
-        found = (vals[m, k, j] < 0.5) & ~beyond[m, k, j]
-        lo = np.where(j > 0, rhos[np.maximum(j - 1, 0)], 0.0)
-        hi = rhos[j]
-        f_lo = np.where(j > 0, vals[m, k, np.maximum(j - 1, 0)], f0[:, None])
-        f_hi = vals[m, k, j]
+        # coarse march: samples at rho = j * step, j = 1..n_steps, stopping at each node's reach;
+        # in blocks of a few steps, each only for the rays that are still inside the lumen
+        j, f_lo, f_hi, found = _march(sampler, c, d, f0, rmax, step_mm, n_steps)
+        lo = np.where(j > 0, step_mm * j, 0.0)  # rho of step j is step_mm * (j + 1)
+        hi = step_mm * (j + 1)
         # bisection on the trilinear field, then a linear guess inside the last bracket
         for _ in range(3):
             mid = 0.5 * (lo + hi)
@@ -203,6 +194,48 @@ def cross_sections(
         out["elongation"][idx] = rho.max(1) / np.maximum(rho.min(1), 1e-9)
         out["inside"][idx] = inside
     return out
+
+
+def _march(sampler, c, d, f0, rmax, step_mm, n_steps, block: int = 4):
+    """First step (0-based, along each of the (m, K) rays) that leaves the lumen or the reach.
+
+    Returns the step index ``j``, the field just before it (``f_lo``; the centre's value for
+    ``j = 0``) and at it (``f_hi``), and whether the ray really left the lumen there (``found``,
+    False where it reached ``rmax`` or ``n_steps`` first).
+    """
+    m, k = d.shape[:2]
+    rays_c = np.repeat(np.arange(m), k)
+    dirs = d.reshape(-1, 3)
+    reach = rmax[rays_c]
+    j = np.full(m * k, n_steps - 1, np.int64)
+    f_lo = np.repeat(f0, k).astype(np.float32)
+    f_hi = np.zeros(m * k, np.float32)
+    found = np.zeros(m * k, bool)
+    active = np.arange(m * k)
+    last = np.repeat(f0, k).astype(np.float32)  # field at the last sample of each ray
+    for j0 in range(0, n_steps, block):
+        if active.size == 0:
+            break
+        js = np.arange(j0, min(j0 + block, n_steps))
+        rhos = step_mm * (js + 1)
+        pts = c[rays_c[active]][:, None, :] + dirs[active][:, None, :] * rhos[None, :, None]
+        vals = sampler(pts)  # (a, B)
+        beyond = rhos[None, :] > reach[active][:, None]
+        below = (vals < 0.5) | beyond
+        if js[-1] == n_steps - 1:
+            below[:, -1] = True
+        hit = below.any(axis=1)
+        first = np.argmax(below, axis=1)
+        rows = np.flatnonzero(hit)
+        ray = active[rows]
+        fj = first[rows]
+        j[ray] = js[fj]
+        f_hi[ray] = vals[rows, fj]
+        f_lo[ray] = np.where(fj > 0, vals[rows, np.maximum(fj - 1, 0)], last[ray])
+        found[ray] = (vals[rows, fj] < 0.5) & ~beyond[rows, fj]
+        last[active] = vals[:, -1]
+        active = active[~hit]
+    return j.reshape(m, k), f_lo.reshape(m, k), f_hi.reshape(m, k), found.reshape(m, k)
 
 
 def smooth_on_graph(
@@ -244,3 +277,90 @@ def smooth_on_graph(
     solve = factorized(a)
     rhs = positions * weights[:, None]
     return np.stack([solve(rhs[:, i]) for i in range(3)], axis=1)
+
+
+def place_junctions(
+    positions: np.ndarray,
+    paths: list[np.ndarray],
+    junctions: np.ndarray,
+    radius: np.ndarray,
+    sampler: Sampler,
+    *,
+    reach_mm: float,
+) -> tuple[np.ndarray, int]:
+    """Move each junction to the point nearest to the axes of the branches that meet there.
+
+    Thinning leaves a junction where the medial axes of the branches happen to meet in the voxel
+    grid, which for a side branch is often a voxel or two off the parent's axis. Each incident
+    branch is represented by the line through its refined nodes between one junction radius and
+    ``radius + reach_mm`` from the junction; the junction moves to the least-squares
+    intersection of these lines (for a side branch: where its axis meets the parent's axis).
+    A move longer than two junction radii or leaving the lumen is not made.
+
+    Parameters
+    ----------
+    positions : (N, 3) ndarray, mm
+        Refined node positions.
+    paths : list of int ndarrays
+        Branches as node sequences, ends included.
+    junctions : (N,) bool ndarray
+        Nodes to place.
+    radius : (N,) ndarray, mm
+        Node radii.
+    sampler : Sampler
+        The mask, to check the new position lies inside.
+    reach_mm : float
+        Length of branch used beyond the junction radius.
+
+    Returns
+    -------
+    positions : (N, 3) ndarray
+        A copy with the junctions moved.
+    moved : int
+        How many moved.
+    """
+    out = positions.copy()
+    lines: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for p in paths:
+        for end, seq in ((p[0], p), (p[-1], p[::-1])):
+            if not junctions[end] or len(seq) < 3:
+                continue
+            q = positions[seq]
+            s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(q, axis=0), axis=1))])
+            r0 = radius[end]
+            sel = (s >= r0) & (s <= r0 + reach_mm)
+            if seq[-1] != end and junctions[seq[-1]]:
+                sel &= s <= 0.5 * s[-1]  # stop half way to the next junction
+            if sel.sum() < 2:
+                continue
+            pts = q[sel]
+            c = pts.mean(0)
+            d = pts[-1] - pts[0]
+            norm = np.linalg.norm(d)
+            if norm < 1e-9:
+                continue
+            lines.setdefault(int(end), []).append((c, d / norm))
+    moved = 0
+    cand, old = [], []
+    for j, ls in lines.items():
+        if len(ls) < 2:
+            continue
+        a = np.zeros((3, 3))
+        b = np.zeros(3)
+        for c, d in ls:
+            m = np.eye(3) - np.outer(d, d)
+            a += m
+            b += m @ c
+        if np.linalg.cond(a) > 1e6:
+            continue
+        x = np.linalg.solve(a, b)
+        if np.linalg.norm(x - positions[j]) > 2.0 * radius[j]:
+            continue
+        cand.append(x)
+        old.append(j)
+    if cand:
+        cand = np.asarray(cand)
+        ok = sampler(cand) >= 0.5
+        out[np.asarray(old)[ok]] = cand[ok]
+        moved = int(ok.sum())
+    return out, moved

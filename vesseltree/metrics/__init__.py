@@ -4,6 +4,10 @@
   and 95th-percentile distances both ways, radius bias and MAE at matched points.
 - :func:`keypoint_scores`: one-to-one matching of junctions or endpoints within a tolerance.
 - :func:`dice`: overlap of two masks.
+- :mod:`.graph_match`: junctions and endpoints of a graph or of expert tubes, matched one to one.
+- :mod:`.volumes`: mask scores in mm (clDice, Betti-0/1 errors, HD95, ASSD).
+- :mod:`.trees`: tree reconstruction scores (Chamfer, Hausdorff, count errors, tree edit distance,
+  validity, Dice of voxelised tubes).
 
 Both graphs are sampled densely along their edges (``step_mm``), so the scores do not depend on
 how densely either graph stores its nodes.
@@ -118,3 +122,31 @@ def dice(a, b) -> float:
         raise InvalidInputError(f"masks must have the same shape, got {a.shape} and {b.shape}")
     s = a.sum() + b.sum()
     return 1.0 if s == 0 else float(2 * np.logical_and(a, b).sum() / s)
+
+
+# the submodules import from this one, so they load after it (and lazily, on first attribute use)
+_SUBMODULE_NAMES = {
+    "graph_keypoints": "graph_match",
+    "tube_keypoints": "graph_match",
+    "contracted_cycles": "graph_match",
+    "match_keypoints": "graph_match",
+    "cldice": "volumes",
+    "betti_numbers": "volumes",
+    "betti_errors": "volumes",
+    "hd95": "volumes",
+    "assd": "volumes",
+    "surface_distances": "volumes",
+    "volume_scores": "volumes",
+}
+__all__ += sorted(_SUBMODULE_NAMES) + ["graph_match", "volumes", "trees"]
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name in ("graph_match", "volumes", "trees"):
+        return importlib.import_module(f".{name}", __name__)
+    if name in _SUBMODULE_NAMES:
+        module = importlib.import_module(f".{_SUBMODULE_NAMES[name]}", __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
