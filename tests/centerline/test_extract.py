@@ -221,3 +221,17 @@ def test_tubetk_against_expert(shared_data, case):
     assert f1[1.0] >= 0.99  # measured 0.992-0.997
     assert f1[0.5] >= 0.95  # measured 0.96-0.976
     assert _match_f1(g.positions[g.endpoints], _free_tips(pts, lines), 2.0) >= 0.85
+
+
+def test_noisy_probability_map_gives_finite_geometry():
+    # a 32^3 crop of an untrained UNet's output (probabilities stored as uint8 / 255): some
+    # skeleton nodes there have neighbours that coincide, so no tangent. They must stay in
+    # place; before the fix their cross-section frames were NaN and extraction crashed.
+    from pathlib import Path
+
+    data = np.load(Path(__file__).parent / "data" / "untrained_unet_prob.npz")
+    prob = data["prob_u8"].astype(np.float32) / 255.0
+    g = extract_graph(Volume(prob, np.diag([0.5, 0.5, 0.8, 1.0])), on_empty="warn")
+    assert g.n_nodes > 0
+    assert np.isfinite(g.positions).all() and np.isfinite(g.radii).all()
+    assert (g.radii > 0).all()

@@ -399,9 +399,10 @@ def extract_graph(
     tangents = _tangents(pre, paths)
     sec = None
     for _ in range(max(cfg.refine_iterations, 1)):
-        idx = np.flatnonzero(movable)
+        # a node whose neighbours coincide has no direction, hence no cross-section: keep it
+        idx = np.flatnonzero(movable & (np.linalg.norm(tangents, axis=1) > 0.5))
         sec = cross_sections(sampler, positions[idx], tangents[idx], r_ins[idx], **ray_kw)
-        step = sec["shift"]
+        step = np.where(np.isfinite(sec["shift"]), sec["shift"], 0.0)
         # a shift of more than a radius means the outline was not this vessel's: keep the node
         big = np.linalg.norm(step, axis=1) > np.maximum(r_ins[idx], voxel)
         step[big] = 0.0
