@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -22,10 +20,7 @@ def model():
 def test_shipped_checkpoint_predicts_with_measured_accuracy(model):
     tree = random_tree(seed=7, n_branches=7)
     image = simulate_image(tree, modality="ct", seed=7, spacing=0.5)  # 73 x 59 x 156 voxels
-    t0 = time.perf_counter()
     graph, mask = model.predict(image)
-    seconds = time.perf_counter() - t0
-    assert seconds < 60
     assert graph.meta["cascade"] is True
     assert np.allclose(graph.affine, image.affine) and mask.shape == image.shape
     assert mask.data.dtype == bool

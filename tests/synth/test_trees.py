@@ -78,9 +78,9 @@ def trees() -> tuple[list[VesselGraph], float]:
     return out, time.perf_counter() - t0
 
 
-def test_generation_is_fast(trees):
-    graphs, seconds = trees
-    assert seconds < 20.0, f"{N_TREES} trees took {seconds:.1f} s"
+def test_generation_sizes(trees):
+    # (speed is measured in benchmarks/, not asserted here)
+    graphs, _ = trees
     sizes = np.array([len(g.branches) for g in graphs])
     assert sizes.max() <= N_BRANCHES
     assert np.median(sizes) >= 15
