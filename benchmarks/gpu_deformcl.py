@@ -310,6 +310,7 @@ def run(args) -> int:
         "loss_end": hist["loss_end"],
         "peak_train_gib": peak_train,
         "timing": hist.get("timing"),
+        "pred_template_crops": hist.get("pred_template_crops"),
         "peak_inference_gib": peak_inf,
         "validation_s": t_val,
         "rows": rows,
@@ -323,6 +324,7 @@ def run(args) -> int:
         f"| crop / batch | {config.patch}^3 / {tc.batch_size} |",
         f"| training time (budget) | {hist['seconds']:.0f} s ({args.budget_s:.0f} s) |",
         f"| iterations (it/s) | {hist['steps']} ({hist['it_per_s']:.2f}) |",
+        f"| crops trained with a predicted-mask template | {hist.get('pred_template_crops', 0)} |",
         f"| loss start -> end (mean of 10 steps) | {hist['loss_start']:.3f} -> {hist['loss_end']:.3f} |",
         f"| peak GPU memory, training | {_fmt(peak_train, 2)} GiB |",
         *[
@@ -376,14 +378,14 @@ def main(argv=None) -> int:
         "--shared", default=str(REPO.parent / "shared" / "data"), help="shared data (for --prepare)"
     )
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--budget-s", type=float, default=240.0, help="training wall-time budget, s")
+    ap.add_argument("--budget-s", type=float, default=150.0, help="training wall-time budget, s")
     ap.add_argument("--data", help="folder written by --prepare")
     ap.add_argument("--out", help="output folder (checkpoint, results)")
     ap.add_argument("--size", choices=("tiny", "default"), default="default")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--n-synthetic", type=int, default=24)
     ap.add_argument("--n-tubetk", type=int, default=40)
-    ap.add_argument("--val-cases", type=int, default=10)
+    ap.add_argument("--val-cases", type=int, default=5)
     ap.add_argument("--val-roi", default=None, help="evaluate a central ROI, e.g. 192,192,96")
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--processes", type=int, default=None)

@@ -34,5 +34,9 @@ __all__ = [
 
 def __getattr__(name: str):
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        # importing the submodule ``.train`` binds the package attribute ``train`` to the module;
+        # bind the function instead so that ``from vesseltree.deformcl import train`` gets it
+        globals()[name] = value
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -194,7 +194,20 @@ class TrainConfig:
     curriculum_dice : float
         The template comes from the true mask while the predicted crop's Dice is at most this.
     template_jitter_mm : float, mm
-        Gaussian jitter of true templates (so the cascade has something to correct).
+        Gaussian jitter of true templates that get no realistic errors.
+    template_errors : float
+        Probability that a crop's true template gets realistic errors instead
+        (:func:`~vesseltree.deformcl.data.perturb_template`: branches shifted 0.5-1.5 mm, missing
+        tips, extra short branches), so that the cascade and its node scores learn to correct the
+        errors of templates from predicted masks. Computed in the data workers (cheap).
+    pred_template_every : int
+        Once the UNet passes the curriculum (a crop's Dice > ``curriculum_dice``), every this many
+        steps the template of one crop's *prediction* is extracted; the crop, with that template,
+        joins a later batch. With worker processes the extraction runs in the background and never
+        blocks a step; without, it runs inline. 0: never (true templates only).
+    freeze_unet : bool
+        Keep the UNet (and so the templates it yields) fixed and train the cascade and the mask
+        head only: a fine-tune that compares with and without the cascade on the same UNet.
     grad_clip : float
         Gradient-norm clip.
     """
@@ -217,6 +230,9 @@ class TrainConfig:
     teacher_forcing: float = 0.35
     curriculum_dice: float = 0.65
     template_jitter_mm: float = 0.6
+    template_errors: float = 0.7
+    pred_template_every: int = 4
+    freeze_unet: bool = False
     grad_clip: float = 1.0
 
     def __post_init__(self):
@@ -224,8 +240,12 @@ class TrainConfig:
             self,
             positive_int=("steps", "batch_size"),
             positive=("lr", "chamfer_patch_mm", "grad_clip"),
-            unit=("teacher_forcing", "curriculum_dice"),
+            unit=("teacher_forcing", "curriculum_dice", "template_errors"),
         )
+        if self.pred_template_every < 0:
+            raise InvalidInputError(
+                f"TrainConfig.pred_template_every must be >= 0, got {self.pred_template_every}"
+            )
         object.__setattr__(self, "stage_weights", tuple(float(w) for w in self.stage_weights))
 
     def to_dict(self) -> dict[str, Any]:

@@ -8,8 +8,11 @@ Two kinds of case:
   centerline is :func:`~vesseltree.centerline.extract_graph` of the true mask (the geometry is real,
   the image simulated).
 
-Each case caches, once: the normalised image, the mask, dense truth points (voxel indices) with radii
-(mm), and the template of the true mask (the curriculum's early template).
+Each case caches, once: the normalised image, the mask, its signed distance map (mm, float16,
+clipped), dense truth points (voxel indices) with radii (mm), and the template of the true mask
+(the curriculum's early template). Crops cut from a case therefore cost slicing only, and the true
+template can be given realistic errors (:func:`perturb_template`) so that the cascade sees
+templates like the ones it gets at inference from a predicted mask.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ __all__ = [
     "TUBETK_GOLD",
     "signed_distance",
     "sample_crop",
+    "perturb_template",
     "collate",
 ]
 
@@ -64,6 +68,15 @@ class Case:
     tpl_pos: np.ndarray  # (N, 3) float32 true template, voxel indices
     tpl_r: np.ndarray  # (N,) float32 mm
     tpl_edges: np.ndarray  # (E, 2) int64
+    sdf: np.ndarray | None = None  # (I, J, K) float16 signed distance to the mask surface, mm
+
+    def __post_init__(self):
+        if self.sdf is None:  # cached once per case: crops then only slice it
+            spacing = np.linalg.norm(np.asarray(self.affine)[:3, :3], axis=0)
+            sdf = signed_distance(np.asarray(self.mask, bool), spacing)
+            self.sdf = np.clip(sdf, -SDF_CLIP_MM, SDF_CLIP_MM).astype(np.float16)
+        # fill value of crops reaching outside the image
+        self.background = float(np.percentile(self.image[::4, ::4, ::4], 50))
 
 
 def make_case(
@@ -134,6 +147,10 @@ def _take(a: np.ndarray, start, size, fill):
     return out
 
 
+#: the cached signed distance maps are clipped to +-this (mm); the SDF loss clips at 5 mm
+SDF_CLIP_MM = 10.0
+
+
 def signed_distance(mask: np.ndarray, spacing) -> np.ndarray:
     """Signed Euclidean distance (mm) to the mask surface: < 0 inside, > 0 outside (float32)."""
     if not mask.any():
@@ -143,12 +160,135 @@ def signed_distance(mask: np.ndarray, spacing) -> np.ndarray:
     return (out - inside).astype(np.float32)
 
 
-def sample_crop(case: Case, size: int, rng: np.random.Generator, *, jitter_mm: float = 0.0):
+def _adjacency(n: int, edges: np.ndarray) -> list[list[int]]:
+    adj: list[list[int]] = [[] for _ in range(n)]
+    for a, b in edges:
+        adj[a].append(int(b))
+        adj[b].append(int(a))
+    return adj
+
+
+def perturb_template(
+    pos: np.ndarray,
+    radii: np.ndarray,
+    edges: np.ndarray,
+    lin: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    jitter_mm: float = 0.2,
+    shift_mm: tuple[float, float] = (0.5, 1.5),
+    shift_reach_mm: float = 4.0,
+    n_shifts_per_100: float = 3.0,
+    p_drop_tip: float = 0.15,
+    drop_max_nodes: int = 6,
+    n_spurs_per_100: float = 1.5,
+    spur_mm: tuple[float, float] = (1.5, 5.0),
+):
+    """Give a true template the errors a template from a predicted mask has.
+
+    - smooth local shifts: a few Gaussian bumps (reach ``shift_reach_mm``) move nearby nodes by
+      ``shift_mm`` (a branch or part of one off the true centerline), plus a small independent
+      ``jitter_mm`` per node;
+    - missing pieces: with probability ``p_drop_tip`` the last up to ``drop_max_nodes`` nodes of a
+      tip are removed (a short terminal branch entirely, when it is shorter);
+    - extra short branches: spurs of ``spur_mm`` length in random directions from random nodes
+      (false positives, for the node-score head to learn to remove).
+
+    Parameters
+    ----------
+    pos : (N, 3) float voxel indices; radii : (N,) mm; edges : (E, 2) int
+    lin : (3, 3) voxel -> mm linear map; rng : numpy Generator
+
+    Returns
+    -------
+    (pos (N', 3) float32, radii (N',) float32, edges (E', 2) int64)
+    """
+    pos = np.asarray(pos, np.float64)
+    radii = np.asarray(radii, np.float64)
+    edges = np.asarray(edges, np.int64).reshape(-1, 2)
+    n = len(pos)
+    if n == 0:
+        return pos.astype(np.float32), radii.astype(np.float32), edges
+    lin = np.asarray(lin, np.float64)
+    lin_inv = np.linalg.inv(lin)
+    mm = pos @ lin.T
+    # smooth shifts
+    k = rng.poisson(n_shifts_per_100 * n / 100.0)
+    if k:
+        centres = mm[rng.integers(n, size=k)]
+        dirs = rng.normal(size=(k, 3))
+        dirs /= np.linalg.norm(dirs, axis=1, keepdims=True) + 1e-9
+        amp = rng.uniform(*shift_mm, size=(k, 1)) * dirs
+        d2 = ((mm[:, None, :] - centres[None]) ** 2).sum(-1)
+        mm = mm + np.exp(-d2 / (2 * shift_reach_mm**2)) @ amp
+    if jitter_mm > 0:
+        mm = mm + rng.normal(0.0, jitter_mm, mm.shape)
+    radii = radii * np.exp(rng.normal(0.0, 0.15, radii.shape))
+    # missing tips
+    keep = np.ones(n, bool)
+    if p_drop_tip > 0 and len(edges):
+        deg = np.bincount(edges.ravel(), minlength=n)
+        adj = _adjacency(n, edges)
+        for t in np.flatnonzero(deg == 1):
+            if rng.random() >= p_drop_tip:
+                continue
+            length = int(rng.integers(1, drop_max_nodes + 1))
+            path, prev, cur = [t], -1, t
+            while len(path) < length:
+                nxt = [v for v in adj[cur] if v != prev]
+                if len(nxt) != 1 or deg[nxt[0]] != 2:
+                    break
+                prev, cur = cur, nxt[0]
+                path.append(cur)
+            keep[path] = False
+        if keep.sum() < 2:
+            keep[:] = True
+    remap = -np.ones(n, np.int64)
+    remap[keep] = np.arange(int(keep.sum()))
+    edges = remap[edges[np.all(keep[edges], axis=1)]] if len(edges) else edges
+    mm, radii = mm[keep], radii[keep]
+    # extra spurs
+    n = len(mm)
+    n_spurs = rng.poisson(n_spurs_per_100 * n / 100.0)
+    step_mm = (
+        np.median(np.linalg.norm(mm[edges[:, 0]] - mm[edges[:, 1]], axis=1)) if len(edges) else 0.5
+    )
+    new_pos, new_r, new_e = [mm], [radii], [edges]
+    nxt_id = n
+    for _ in range(n_spurs):
+        base = int(rng.integers(n))
+        d = rng.normal(size=3)
+        d /= np.linalg.norm(d) + 1e-9
+        m = max(1, int(round(rng.uniform(*spur_mm) / max(step_mm, 1e-3))))
+        pts = mm[base] + d[None] * step_mm * np.arange(1, m + 1)[:, None]
+        ids = np.arange(nxt_id, nxt_id + m)
+        new_pos.append(pts)
+        new_r.append(np.full(m, 0.7 * radii[base]))
+        new_e.append(np.stack([np.r_[base, ids[:-1]], ids], axis=1))
+        nxt_id += m
+    mm = np.concatenate(new_pos)
+    return (
+        (mm @ lin_inv.T).astype(np.float32),
+        np.concatenate(new_r).astype(np.float32),
+        np.concatenate(new_e).astype(np.int64).reshape(-1, 2),
+    )
+
+
+def sample_crop(
+    case: Case,
+    size: int,
+    rng: np.random.Generator,
+    *,
+    jitter_mm: float = 0.0,
+    template_errors: float = 0.0,
+):
     """A random ``size``^3 crop centred near a truth point (90 %) or anywhere (10 %).
 
     Returns a dict of numpy arrays: ``image``, ``mask``, ``sdf`` (mm), ``lin`` (3, 3 voxel -> mm),
     ``affine`` (crop's 4x4), ``truth`` (M, 3 crop voxel indices), ``truth_r`` (mm), and the true
-    template cut to the crop (``tpl_pos`` jittered by ``jitter_mm``, ``tpl_r``, ``tpl_edges``).
+    template cut to the crop (``tpl_pos``, ``tpl_r``, ``tpl_edges``). With probability
+    ``template_errors`` the template gets realistic errors (:func:`perturb_template`), otherwise
+    Gaussian jitter of ``jitter_mm`` per node.
     """
     shape = case.image.shape
     if len(case.truth_vox) and rng.random() < 0.9:
@@ -157,10 +297,7 @@ def sample_crop(case: Case, size: int, rng: np.random.Generator, *, jitter_mm: f
         centre = rng.uniform(0, np.array(shape) - 1)
     start = _crop_box(shape, size, centre, rng)
     lin = case.affine[:3, :3]
-    spacing = np.linalg.norm(lin, axis=0)
-    margin = 6
-    big = _take(case.mask, start - margin, size + 2 * margin, False)
-    sdf = signed_distance(big, spacing)[margin:-margin, margin:-margin, margin:-margin]
+    sdf = _take(case.sdf, start, size, np.float16(SDF_CLIP_MM)).astype(np.float32)
     crop_aff = case.affine.copy()
     crop_aff[:3, 3] = case.affine[:3, :3] @ start + case.affine[:3, 3]
     lo, hi = start - 0.5, start + size - 0.5
@@ -172,14 +309,20 @@ def sample_crop(case: Case, size: int, rng: np.random.Generator, *, jitter_mm: f
     e = remap[e[np.all(nsel[e], axis=1)]] if len(e) else e.reshape(0, 2)
     pos = case.tpl_pos[nsel] - start
     r = case.tpl_r[nsel].copy()
-    if jitter_mm > 0 and len(pos):
+    if template_errors > 0 and len(pos) and rng.random() < template_errors:
+        pos, r, e = perturb_template(pos, r, e, lin, rng)
+        inside = np.all((pos >= -0.5) & (pos <= size - 0.5), axis=1)
+        if not inside.all():  # spurs leaving the crop are cut
+            remap = -np.ones(len(pos), np.int64)
+            remap[inside] = np.arange(int(inside.sum()))
+            e = remap[e[np.all(inside[e], axis=1)]]
+            pos, r = pos[inside], r[inside]
+    elif jitter_mm > 0 and len(pos):
         d_mm = rng.normal(0.0, jitter_mm, pos.shape)
         pos = pos + d_mm @ np.linalg.inv(lin).T
         r = r * np.exp(rng.normal(0.0, 0.15, r.shape))
     return {
-        "image": _take(
-            case.image, start, size, float(np.percentile(case.image[::4, ::4, ::4], 50))
-        ),
+        "image": _take(case.image, start, size, case.background),
         "mask": _take(case.mask, start, size, False),
         "sdf": sdf,
         "lin": lin.astype(np.float32),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import logging
 import math
 import time
@@ -36,6 +38,14 @@ def _to_mm(pos: torch.Tensor, lin: torch.Tensor) -> torch.Tensor:
     return pos @ lin.t()
 
 
+def _add_ready(ready, crop: dict, arrays) -> None:
+    """Queue ``crop`` with the template extracted from its prediction (if one was found)."""
+    if arrays is None or len(arrays[0]) == 0:
+        return
+    pos, r, e = arrays
+    ready.append({**crop, "tpl_pos": pos, "tpl_r": r, "tpl_edges": e})
+
+
 def _template_job(args):
     prob, affine = args
     tpl = template_from_mask(Volume(prob, affine), warn=False)
@@ -43,50 +53,50 @@ def _template_job(args):
 
 
 def training_step(
-    model: DeformCLNet, tc: TrainConfig, batch: dict, crops: list, rng, *, amp: bool, pool=None
+    model: DeformCLNet,
+    tc: TrainConfig,
+    batch: dict,
+    crops: list,
+    rng,
+    *,
+    amp: bool,
+    want_prob: bool = False,
 ):
     """Forward pass and all losses for one batch of crops.
 
-    ``pool`` (an executor) extracts the predicted templates of the crops in parallel.
+    The templates are the crops' own (``tpl_pos``, ``tpl_r``, ``tpl_edges``: the true template,
+    perturbed, or one extracted from an earlier prediction); nothing is extracted here. With
+    ``want_prob``, ``parts["prob"]`` is ``(index, probability map)`` of the crop whose UNet Dice
+    is highest above ``tc.curriculum_dice`` (or ``None``), for the caller to extract a predicted
+    template from off the critical path.
 
     Returns ``(total_loss, parts)`` where ``parts`` holds float values of every term, the hard Dice
-    of the UNet and of the final mask, and how many templates came from the prediction.
+    of the UNet and of the final mask.
     """
     dev = batch["image"].device
     use_amp = amp and dev.type == "cuda"
-    with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
+    frozen = tc.freeze_unet
+    with (
+        torch.no_grad() if frozen else contextlib.nullcontext(),
+        torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp),
+    ):
         logits, feat = model(batch["image"])
     logits = logits.float()
     mask = batch["mask"]
-    seg = segmentation_loss(logits, mask)
+    seg = segmentation_loss(logits, mask) if not frozen else logits.new_zeros(())
     with torch.no_grad():
         hard = (logits > 0).float()
         inter = (hard * mask).flatten(1).sum(1)
         denom = hard.flatten(1).sum(1) + mask.flatten(1).sum(1)
         dice_unet = torch.where(denom > 0, 2 * inter / denom.clamp(min=1), torch.ones_like(denom))
-    t_tpl = time.perf_counter()
-    use_pred = [i for i in range(len(crops)) if float(dice_unet[i]) > tc.curriculum_dice]
-    jobs = [
-        (torch.sigmoid(logits[i, 0]).detach().cpu().numpy(), crops[i]["affine"]) for i in use_pred
-    ]
-    found = (
-        list(pool.map(_template_job, jobs)) if pool is not None else list(map(_template_job, jobs))
-    )
-    pred_tpl = dict(zip(use_pred, found))
-    graphs, n_pred = [], 0
-    for i, c in enumerate(crops):
-        if pred_tpl.get(i) is not None:
-            graphs.append(pred_tpl[i])
-            n_pred += 1
-        else:
-            graphs.append((c["tpl_pos"], c["tpl_r"], c["tpl_edges"]))
+    parts = {"seg": float(seg.detach()), "prob": None}
+    if want_prob:
+        best = int(torch.argmax(dice_unet))
+        if float(dice_unet[best]) > tc.curriculum_dice:
+            parts["prob"] = (best, torch.sigmoid(logits[best, 0]).detach().cpu().numpy())
+    graphs = [(c["tpl_pos"], c["tpl_r"], c["tpl_edges"]) for c in crops]
     g = pack_graphs(graphs, dev)
     lin, lin_inv = batch["lin"], batch["lin_inv"]
-    parts = {
-        "seg": float(seg.detach()),
-        "pred_templates": n_pred,
-        "t_template": time.perf_counter() - t_tpl,
-    }
     geo = logits.new_zeros(())
     n = len(crops)
     final_pos, final_r, final_keep = g["pos"], g["radii"], None
@@ -155,7 +165,7 @@ def training_step(
         hf = (final > 0).float()
         inter = (hf * mask).sum()
         dice_final = float(2 * inter / (hf.sum() + mask.sum()).clamp(min=1))
-    total = tc.w_seg * seg + geo + tc.w_dice * dl
+    total = geo + tc.w_dice * dl + (tc.w_seg * seg if not frozen else 0.0)
     parts.update(
         dice=float(dl.detach()),
         total=float(total.detach()),
@@ -168,9 +178,9 @@ def training_step(
 class _CropStream(torch.utils.data.IterableDataset):
     """Endless batches of crops (lists of dicts of numpy arrays), seeded per worker."""
 
-    def __init__(self, cases, size, batch_size, jitter_mm, seed):
+    def __init__(self, cases, size, batch_size, jitter_mm, errors, seed):
         self.cases, self.size, self.batch_size = cases, size, batch_size
-        self.jitter_mm, self.seed = jitter_mm, seed
+        self.jitter_mm, self.errors, self.seed = jitter_mm, errors, seed
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -182,6 +192,7 @@ class _CropStream(torch.utils.data.IterableDataset):
                     self.size,
                     rng,
                     jitter_mm=self.jitter_mm,
+                    template_errors=self.errors,
                 )
                 for _ in range(self.batch_size)
             ]
@@ -270,7 +281,10 @@ def train(
                 f"init_from {str(init_from)!r} holds weights this config lacks: {unexpected[:5]}"
             )
         log.info("initialised from %s (fresh: %s)", init_from, missing)
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    trainable = [
+        p for n, p in model.named_parameters() if not (tc.freeze_unet and n.startswith("unet."))
+    ]
+    opt = torch.optim.AdamW(trainable, lr=tc.lr, weight_decay=tc.weight_decay)
     step0, history = 0, {"loss": [], "chamfer": [], "dice_unet": [], "dice_final": []}
     timing = {"data": [], "forward": [], "template": [], "backward": []}
     out = Path(out) if out is not None else None
@@ -285,6 +299,8 @@ def train(
         log.info("resumed from %s at step %d", out, step0)
     warm_frac = tc.warmup / max(tc.steps, 1)
     model.train()
+    if tc.freeze_unet:
+        model.unet.eval()  # fixed batch-norm statistics: the same UNet as before the fine-tune
     t0 = time.perf_counter()
     bar = None
     if progress:
@@ -322,13 +338,29 @@ def train(
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        ds = _CropStream(cases, config.patch, tc.batch_size, tc.template_jitter_mm, seed + step0)
+        ds = _CropStream(
+            cases,
+            config.patch,
+            tc.batch_size,
+            tc.template_jitter_mm,
+            tc.template_errors,
+            seed + step0,
+        )
         stream = iter(
             torch.utils.data.DataLoader(
                 ds, batch_size=None, num_workers=workers, collate_fn=_as_is, prefetch_factor=4
             )
         )
-        pool = ProcessPoolExecutor(max(1, workers // 2), mp_context=mp.get_context("forkserver"))
+        if tc.pred_template_every > 0:
+            pool = ProcessPoolExecutor(
+                max(1, workers // 2), mp_context=mp.get_context("forkserver")
+            )
+    # crops whose template was extracted from a prediction: in flight, and ready for a batch
+    pending: list = []
+    ready: collections.deque = collections.deque(maxlen=16)
+    max_pending = max(1, workers // 2)
+    n_pred_used = 0
+    params = trainable
     step_s = 0.0  # running mean of the step time, so the budget is not overrun by the last step
     try:
         while step < tc.steps:
@@ -348,24 +380,54 @@ def train(
                 for _ in range(tc.batch_size):
                     case = cases[int(rng.integers(len(cases)))]
                     crops.append(
-                        sample_crop(case, config.patch, rng, jitter_mm=tc.template_jitter_mm)
+                        sample_crop(
+                            case,
+                            config.patch,
+                            rng,
+                            jitter_mm=tc.template_jitter_mm,
+                            template_errors=tc.template_errors,
+                        )
                     )
+            if ready:
+                crops[0] = ready.popleft()
+                n_pred_used += 1
             batch = collate(crops, dev)
             t_fwd = time.perf_counter()
-            loss, parts = training_step(model, tc, batch, crops, rng, amp=amp, pool=pool)
+            want = (
+                tc.pred_template_every > 0
+                and step % tc.pred_template_every == 0
+                and len(pending) < max_pending
+            )
+            loss, parts = training_step(model, tc, batch, crops, rng, amp=amp, want_prob=want)
             t_bwd = time.perf_counter()
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
             opt.step()
+            t_tpl = time.perf_counter()
+            if parts["prob"] is not None:
+                i, prob = parts["prob"]
+                job = (prob, crops[i]["affine"])
+                if pool is not None:  # background: the crop joins a later batch
+                    pending.append((pool.submit(_template_job, job), crops[i]))
+                else:
+                    _add_ready(ready, crops[i], _template_job(job))
+            still = []
+            for fut, crop in pending:
+                if fut.done():
+                    _add_ready(ready, crop, None if fut.exception() else fut.result())
+                else:
+                    still.append((fut, crop))
+            pending = still
+            t_tpl = time.perf_counter() - t_tpl
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             step += 1
             t_end = time.perf_counter()
             timing["data"].append(t_fwd - t_step)
             timing["forward"].append(t_bwd - t_fwd)
-            timing["template"].append(parts["t_template"])
-            timing["backward"].append(t_end - t_bwd)
+            timing["template"].append(t_tpl)
+            timing["backward"].append(t_end - t_bwd - t_tpl)
             dt = t_end - t_step
             step_s = dt if step_s == 0.0 else 0.9 * step_s + 0.1 * dt
             history["loss"].append(parts["total"])
@@ -390,6 +452,7 @@ def train(
     seconds = time.perf_counter() - t0
     done = step - step0
     summary = {
+        "pred_template_crops": n_pred_used,
         "steps": step,
         "seconds": seconds,
         "it_per_s": done / seconds if seconds > 0 else float("nan"),
