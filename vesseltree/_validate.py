@@ -43,3 +43,20 @@ def readonly(arr: np.ndarray) -> np.ndarray:
     view = arr.view()
     view.setflags(write=False)
     return view
+
+
+def positive_mm(value, name: str, *, allow_none: bool = False, allow_zero: bool = False):
+    """``value`` as a positive finite float (a length in mm); None passes where ``allow_none``."""
+    from .errors import describe
+
+    if value is None and allow_none:
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInputError(
+            f"{name} must be a positive number (mm), got {describe(value)}"
+        ) from None
+    if not np.isfinite(out) or out < 0 or (out == 0 and not allow_zero):
+        raise InvalidInputError(f"{name} must be a positive number (mm), got {value!r}")
+    return out

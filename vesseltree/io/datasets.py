@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .._validate import positive_mm as _positive
 from ..errors import FileFormatError, InvalidInputError, describe
 from ..graph import VesselGraph
 
@@ -297,18 +298,6 @@ def read_tubetk_centerlines(
         edge_data={"gap_edge": gap_edge},
         meta=meta,
     )
-
-
-def _positive(value, name: str, *, allow_zero: bool = False) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise InvalidInputError(
-            f"{name} must be a positive number (mm), got {describe(value)}"
-        ) from None
-    if not np.isfinite(out) or out < 0 or (out == 0 and not allow_zero):
-        raise InvalidInputError(f"{name} must be a positive number (mm), got {value!r}")
-    return out
 
 
 # ----------------------------------------------------------------------------------- VMTK

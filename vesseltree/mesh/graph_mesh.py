@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .._validate import positive_mm as _positive
 from ..errors import EmptyInputError, InvalidInputError, describe
 from ..graph import VesselGraph
 from ._field import Cones, Cutters, FieldSpec, contour
@@ -54,22 +55,6 @@ __all__ = [
 RESOLVABLE_RADIUS_VOXELS = 0.9
 
 log = logging.getLogger(__name__)
-
-
-def _positive(
-    value, name: str, *, allow_none: bool = False, allow_zero: bool = False
-) -> float | None:
-    if value is None and allow_none:
-        return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise InvalidInputError(
-            f"{name} must be a positive number (mm), got {describe(value)}"
-        ) from None
-    if not np.isfinite(out) or out < 0 or (out == 0 and not allow_zero):
-        raise InvalidInputError(f"{name} must be a positive number (mm), got {value!r}")
-    return out
 
 
 def _check_graph(graph) -> VesselGraph:
@@ -806,17 +791,10 @@ def _decimate(mesh, cones: Cones, tol: float):
     import vtk
     from vtk.util import numpy_support as ns
 
+    from .mask_mesh import triangles_to_polydata
+
     faces0 = np.asarray(mesh.faces)
-    poly = vtk.vtkPolyData()
-    pts = vtk.vtkPoints()
-    pts.SetData(ns.numpy_to_vtk(np.asarray(mesh.vertices, np.float64), deep=True))
-    poly.SetPoints(pts)
-    ca = vtk.vtkCellArray()
-    ca.SetData(
-        ns.numpy_to_vtkIdTypeArray(np.arange(0, 3 * len(faces0) + 1, 3, dtype=np.int64), deep=True),
-        ns.numpy_to_vtkIdTypeArray(np.ascontiguousarray(faces0, np.int64).ravel(), deep=True),
-    )
-    poly.SetPolys(ca)
+    poly = triangles_to_polydata(mesh)
     for target in (0.9, 0.8, 0.65, 0.5, 0.3):
         dec = vtk.vtkQuadricDecimation()
         dec.SetInputData(poly)

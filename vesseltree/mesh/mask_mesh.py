@@ -146,13 +146,12 @@ def from_mask(
     return mesh
 
 
-def _windowed_sinc(mesh, pass_band: float, iterations: int):
-    """VTK's windowed-sinc smoother (volume-preserving low pass); topology is unchanged."""
-    import trimesh
+def triangles_to_polydata(mesh):
+    """A ``vtkPolyData`` holding a triangle mesh's vertices and faces (copies)."""
     import vtk
     from vtk.util import numpy_support as ns
 
-    faces = np.asarray(mesh.faces, np.int64)
+    faces = np.ascontiguousarray(mesh.faces, np.int64)
     poly = vtk.vtkPolyData()
     pts = vtk.vtkPoints()
     pts.SetData(ns.numpy_to_vtk(np.asarray(mesh.vertices, np.float64), deep=True))
@@ -160,9 +159,19 @@ def _windowed_sinc(mesh, pass_band: float, iterations: int):
     ca = vtk.vtkCellArray()
     ca.SetData(
         ns.numpy_to_vtkIdTypeArray(np.arange(0, 3 * len(faces) + 1, 3, dtype=np.int64), deep=True),
-        ns.numpy_to_vtkIdTypeArray(np.ascontiguousarray(faces, np.int64).ravel(), deep=True),
+        ns.numpy_to_vtkIdTypeArray(faces.ravel(), deep=True),
     )
     poly.SetPolys(ca)
+    return poly
+
+
+def _windowed_sinc(mesh, pass_band: float, iterations: int):
+    """VTK's windowed-sinc smoother (volume-preserving low pass); topology is unchanged."""
+    import trimesh
+    import vtk
+    from vtk.util import numpy_support as ns
+
+    poly = triangles_to_polydata(mesh)
     sm = vtk.vtkWindowedSincPolyDataFilter()
     sm.SetInputData(poly)
     sm.SetNumberOfIterations(iterations)
@@ -173,4 +182,4 @@ def _windowed_sinc(mesh, pass_band: float, iterations: int):
     sm.NonManifoldSmoothingOn()
     sm.Update()
     v = ns.vtk_to_numpy(sm.GetOutput().GetPoints().GetData()).astype(np.float64)
-    return trimesh.Trimesh(v, faces, process=False)
+    return trimesh.Trimesh(v, np.asarray(mesh.faces, np.int64), process=False)
