@@ -125,6 +125,23 @@ def _mask_number(path: Path) -> int:
     return int(m.group(1)) if m else -1
 
 
+def _graph_crops(
+    graph, rng, n, max_arc_mm, max_nodes, max_segment_mm, source: str
+) -> list[CanonicalTree]:
+    """Up to ``n`` random sub-tree crops of a graph's components longer than 20 mm."""
+    got: list[CanonicalTree] = []
+    for comp in graph.components():
+        # a component needs a branch (3 nodes) and some length to give a useful crop
+        if comp.total_length < 20.0 or comp.n_nodes < 3:
+            continue
+        t = canonical_tree(comp.to_tree(), max_segment_mm=max_segment_mm)
+        got += _crops(t, rng, n, max_arc_mm, max_nodes)
+    rng.shuffle(got)
+    for c in got[:n]:
+        c.meta["source"] = source
+    return got[:n]
+
+
 def tubetk_mask_trees(
     data_dir: str | os.PathLike,
     numbers,
@@ -141,24 +158,16 @@ def tubetk_mask_trees(
 
     rng = np.random.default_rng(seed)
     out: list[CanonicalTree] = []
-    for num in numbers:
+    for num in map(int, numbers):
         path = Path(data_dir, "tubetk", "masks", f"labels-{int(num):03d}.nii.gz")
         if not path.is_file():
             continue
         graph = extract_graph(read_volume(path), on_empty="warn")
-        trees = []
-        for comp in graph.components():
-            if comp.total_length < 20.0 or comp.n_nodes < 3:
-                continue
-            trees.append(canonical_tree(comp.to_tree(), max_segment_mm=max_segment_mm))
-        got: list[CanonicalTree] = []
-        for t in trees:
-            got += _crops(t, rng, per_mask, max_arc_mm, max_nodes)
-        rng.shuffle(got)
-        for c in got[:per_mask]:
-            c.meta["source"] = f"tubetk_mask:{int(num):03d}"
-            out.append(c)
-        log.info("tubetk mask %03d: %d sub-trees", num, min(per_mask, len(got)))
+        got = _graph_crops(
+            graph, rng, per_mask, max_arc_mm, max_nodes, max_segment_mm, f"tubetk_mask:{num:03d}"
+        )
+        out += got
+        log.info("tubetk mask %03d: %d sub-trees", num, len(got))
     return out
 
 
@@ -177,21 +186,14 @@ def tubetk_gold_trees(
 
     rng = np.random.default_rng(seed)
     out: list[CanonicalTree] = []
-    for num in numbers:
+    for num in map(int, numbers):
         path = Path(data_dir, "tubetk", "centerlines", f"VascularNetwork-{int(num):03d}.vtp")
         if not path.is_file():
             continue
         graph = read_tubetk_centerlines(path, min_spacing_mm=0.5)
-        got: list[CanonicalTree] = []
-        for comp in graph.components():
-            if comp.total_length < 20.0:
-                continue
-            t = canonical_tree(comp.to_tree(), max_segment_mm=max_segment_mm)
-            got += _crops(t, rng, per_case, max_arc_mm, max_nodes)
-        rng.shuffle(got)
-        for c in got[:per_case]:
-            c.meta["source"] = f"tubetk_gold:{int(num):03d}"
-            out.append(c)
+        out += _graph_crops(
+            graph, rng, per_case, max_arc_mm, max_nodes, max_segment_mm, f"tubetk_gold:{num:03d}"
+        )
     return out
 
 
