@@ -39,6 +39,7 @@ class Branch:
     r: np.ndarray
     alive: bool = True
     cached_length: float | None = None
+    cached_radius: float | None = None
 
     def polyline(self, graph: SkeletonGraph) -> np.ndarray:
         """(P + 2, 3) points from node u through the interior to node v, mm."""
@@ -52,6 +53,12 @@ class Branch:
             p = self.polyline(graph)
             self.cached_length = float(np.sqrt((np.diff(p, axis=0) ** 2).sum(1)).sum())
         return self.cached_length
+
+    def median_radius(self) -> float | None:
+        """Median inscribed radius of the interior points, mm (None for a branch without any)."""
+        if self.cached_radius is None and len(self.r):
+            self.cached_radius = float(np.median(self.r))
+        return self.cached_radius
 
     def other(self, node: int) -> int:
         return self.v if node == self.u else self.u

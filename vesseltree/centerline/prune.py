@@ -27,9 +27,8 @@ log = logging.getLogger(__name__)
 
 def _branch_radius(g: SkeletonGraph, bi: int) -> float:
     b = g.branches[bi]
-    if len(b.r):
-        return float(np.median(b.r))
-    return float(min(g.node_r[b.u], g.node_r[b.v]))
+    r = b.median_radius()
+    return r if r is not None else float(min(g.node_r[b.u], g.node_r[b.v]))
 
 
 def prune_spurs(
