@@ -96,9 +96,12 @@ class BoundaryTree:
         # then ends there rather than looking infinitely thick)
         flat_ok = np.all((cand >= 0) & (cand < shape), axis=1)
         inside = cand[flat_ok]
-        f = np.unique(np.ravel_multi_index(tuple(inside.T), fg.shape))
-        f = f[~mask.ravel()[f]]
-        bg = np.stack(np.unravel_index(f, fg.shape), 1)
+        # distinct background face neighbours: marked in a scratch grid (cheaper than a sort)
+        seen = np.zeros(mask.size, dtype=bool)
+        seen[np.ravel_multi_index(tuple(inside.T), fg.shape)] = True
+        seen[fg.flat] = False
+        bg = np.stack(np.unravel_index(np.flatnonzero(seen), fg.shape), 1)
+        del seen
         outside = np.unique(cand[~flat_ok], axis=0)
         pts = np.concatenate([bg, outside]).astype(np.float64)
         self.tree = cKDTree(pts @ affine[:3, :3].T + affine[:3, 3]) if len(pts) else None
