@@ -19,9 +19,35 @@ from scipy.sparse.csgraph import connected_components
 
 from ..errors import EmptyInputError, InvalidInputError
 
-__all__ = ["binarize", "neighbour_offsets", "SparseMask", "sparse_components", "clean_mask"]
+__all__ = [
+    "binarize",
+    "neighbour_offsets",
+    "SparseMask",
+    "sparse_components",
+    "clean_mask",
+    "unique_ints",
+]
 
 log = logging.getLogger(__name__)
+
+
+def unique_ints(a: np.ndarray, *, return_counts: bool = False):
+    """Sorted distinct values of a 1-D integer array (optionally with their counts).
+
+    ``np.unique`` in numpy >= 2.3 hashes integer input, which is an order of magnitude slower than
+    a sort for the flat voxel indices used here (0.43 s against 0.03 s for 400k values).
+    """
+    s = np.sort(np.asarray(a).ravel())
+    if s.size == 0:
+        return (s, np.zeros(0, np.int64)) if return_counts else s
+    first = np.empty(s.size, bool)
+    first[0] = True
+    np.not_equal(s[1:], s[:-1], out=first[1:])
+    u = s[first]
+    if not return_counts:
+        return u
+    starts = np.flatnonzero(first)
+    return u, np.diff(np.append(starts, s.size))
 
 
 def binarize(data: np.ndarray, *, threshold: float = 0.5, name: str = "volume") -> np.ndarray:
@@ -153,7 +179,7 @@ def _fill_cavities(mask: np.ndarray, fg: SparseMask, max_cavity_voxels: float) -
     cand_flat = np.ravel_multi_index(tuple(cand.T), fg.shape)
     cand_flat = cand_flat[~mask.ravel()[cand_flat]]
     # a voxel of a cavity at most two voxels thick has at least three faces on the vessel
-    cand_flat, n_faces = np.unique(cand_flat, return_counts=True)
+    cand_flat, n_faces = unique_ints(cand_flat, return_counts=True)
     shell_flat = cand_flat[n_faces >= 3]
     if shell_flat.size == 0:
         return 0

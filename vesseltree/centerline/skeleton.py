@@ -17,7 +17,7 @@ import logging
 import numpy as np
 from scipy.spatial import cKDTree
 
-from .cleanup import SparseMask, neighbour_offsets
+from .cleanup import SparseMask, neighbour_offsets, unique_ints
 from .thinning import thin
 
 __all__ = ["skeletonize_components", "BoundaryTree"]
@@ -96,15 +96,16 @@ class BoundaryTree:
         # then ends there rather than looking infinitely thick)
         flat_ok = np.all((cand >= 0) & (cand < shape), axis=1)
         inside = cand[flat_ok]
-        # distinct background face neighbours: marked in a scratch grid (cheaper than a sort)
-        seen = np.zeros(mask.size, dtype=bool)
-        seen[np.ravel_multi_index(tuple(inside.T), fg.shape)] = True
-        seen[fg.flat] = False
-        bg = np.stack(np.unravel_index(np.flatnonzero(seen), fg.shape), 1)
-        del seen
+        f = unique_ints(np.ravel_multi_index(tuple(inside.T), fg.shape))
+        f = f[~mask.ravel()[f]]
+        bg = np.stack(np.unravel_index(f, fg.shape), 1)
         outside = np.unique(cand[~flat_ok], axis=0)
         pts = np.concatenate([bg, outside]).astype(np.float64)
-        self.tree = cKDTree(pts @ affine[:3, :3].T + affine[:3, 3]) if len(pts) else None
+        self.tree = (
+            cKDTree(pts @ affine[:3, :3].T + affine[:3, 3], balanced_tree=False)
+            if len(pts)
+            else None
+        )
 
     def distance(self, xyz: np.ndarray) -> np.ndarray:
         """(P,) distance in mm from each world point (P, 3) to the nearest background voxel centre."""

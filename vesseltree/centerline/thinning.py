@@ -96,7 +96,10 @@ class _SimpleTable:
             self.simple = np.zeros(1 << 23, np.uint8)
         byte, bit = codes >> 3, (codes & 7).astype(np.uint8)
         known = (self.known[byte] >> bit) & 1
-        todo = np.unique(codes[known == 0])
+        todo = codes[known == 0]
+        if todo.size:
+            todo = np.sort(todo)
+            todo = todo[np.concatenate([[True], todo[1:] != todo[:-1]])]
         if todo.size:
             val = is_simple(todo)
             tb, tbit = todo >> 3, (todo & 7).astype(np.uint8)
@@ -140,7 +143,8 @@ def thin(box: np.ndarray, dist: np.ndarray, band: float) -> np.ndarray:
         raise ValueError("thin() needs one voxel of background padding on every side")
     parity = (ijk[:, 0] & 1) * 4 + (ijk[:, 1] & 1) * 2 + (ijk[:, 2] & 1)
     level = np.floor(d / band).astype(np.int64)
-    bounds = list(np.searchsorted(level, np.unique(level))) + [len(vox)]
+    starts = np.flatnonzero(np.concatenate([[True], level[1:] != level[:-1]])) if len(level) else []
+    bounds = list(starts) + [len(vox)]
     kept = np.zeros(len(vox), bool)  # tested, not removable at the time, still alive
     dirty = np.zeros(len(vox), bool)  # a neighbour was removed since the last test
     row_of = np.full(box.size, -1, np.int64)
