@@ -9,7 +9,8 @@ Two modes:
 ``python benchmarks/gpu_vetta.py --device cuda --budget-s 240 --data DIR --out OUT``
     trains the segment AE, then the tree AE, on ``DIR/trees.pt``, then measures reconstruction on
     the held-out trees, and prints a table: loss at start/end, iterations/s, encode and decode
-    throughput (trees/s), peak GPU memory and the validation Chamfer distance. Everything,
+    throughput (trees/s), peak GPU memory, and the validation Chamfer distance and Dice next to
+    the conv-3D AE baseline of ``benchmarks/results/vetta.json``. Everything,
     evaluation included, stays within ``--budget-s`` wall seconds of the script start. Writes
     ``OUT/vetta.pt`` (the checkpoint), ``OUT/gpu_vetta.json`` and ``OUT/gpu_vetta.md``.
 """
@@ -23,8 +24,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _p in (REPO, REPO / "benchmarks"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -72,6 +74,9 @@ def _sync(dev: torch.device) -> None:
 
 
 def run(args) -> dict:
+    import vetta as bench  # benchmarks/vetta.py: the conv baseline's voxel grid
+
+    from vesseltree.metrics import dice
     from vesseltree.metrics.trees import centerline_distances, validity_rate
     from vesseltree.vetta import VeTTA, VeTTAConfig
     from vesseltree.vetta.datasets import load_sets
@@ -85,6 +90,8 @@ def run(args) -> dict:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda but CUDA is not available")
     sets, meta = load_sets(Path(args.data) / "trees.pt")
+    # caches made before the fix still hold the unit-cube VesselVAE p10 copies: leave them out
+    sets = {k: [t for t in v if not _unit_box(t)] for k, v in sets.items()}
     config = getattr(VeTTAConfig, args.config)()
     train_trees = sets["train"][: args.max_train] if args.max_train else sets["train"]
     # records first: the worker processes fork before CUDA is initialised
@@ -94,7 +101,11 @@ def run(args) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = True
     torch.manual_seed(args.seed)
     model = VeTTA(config, device=dev)
-    val_keys = [k for k in ("val_vesselvae", "val_tubetk_gold", "val_synthetic") if sets.get(k)]
+    val_keys = [
+        k
+        for k in ("val_vesselvae", "val_tubetk_gold", "val_tubetk_mask", "val_synthetic")
+        if sets.get(k)
+    ]
     prep_s = time.perf_counter() - t_start
     # what is left after loading: --eval-share for evaluation, the rest 35:65 for the stages
     left = budget - prep_s
@@ -122,6 +133,7 @@ def run(args) -> dict:
             warmup=100,
             rotate=not args.no_rotate,
             stats_trees=stats,
+            queries=args.queries,
         ),
         seed=args.seed,
         progress=not args.no_progress,
@@ -160,17 +172,25 @@ def run(args) -> dict:
             break
         key, truth = val[i]
         g = render(decoded[i], frames[i], model.segment_ae).to_graph()
-        row = per_set.setdefault(key, {"chamfer": [], "graphs": []})
-        row["chamfer"].append(centerline_distances(g, truth.to_graph())["chamfer_mm"])
+        row = per_set.setdefault(key, {"chamfer": [], "graphs": [], "dice": []})
+        tg = truth.to_graph()
+        row["chamfer"].append(centerline_distances(g, tg)["chamfer_mm"])
         row["graphs"].append(g)
+        if len(row["dice"]) < args.n_dice:
+            # Dice on the conv baseline's grid (benchmarks/vetta.py), in the tree's own frame
+            row["dice"].append(
+                dice(bench.voxel_mask(g, frames[i], 48), bench.voxel_mask(tg, frames[i], 48))
+            )
     per_set = {
         k: {
             "chamfer_mm_median": round(float(np.median(v["chamfer"])), 3),
+            "dice_median": round(100 * float(np.median(v["dice"])), 1) if v["dice"] else None,
             "n": len(v["chamfer"]),
             "validity": validity_rate(v["graphs"]),
         }
         for k, v in per_set.items()
     }
+    results["conv_baseline"] = _conv_baseline()
     peak = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None
     results.update(
         segment=seg_log,
@@ -208,6 +228,26 @@ def run(args) -> dict:
     return results
 
 
+def _unit_box(tree) -> bool:
+    return str(tree.meta.get("source", "")).startswith("vesselvae:p10")
+
+
+def _conv_baseline() -> dict:
+    """The conv-3D AE's medians from the last CPU benchmark (benchmarks/results/vetta.json)."""
+    path = REPO / "benchmarks" / "results" / "vetta.json"
+    try:
+        sets = json.loads(path.read_text())["sets"]
+        return {
+            k: {
+                "chamfer_mm": round(v["conv"]["chamfer_mm"], 3),
+                "dice": round(100 * v["conv"]["dice"], 1),
+            }
+            for k, v in sets.items()
+        }
+    except (OSError, KeyError, ValueError):
+        return {}
+
+
 def _g(v) -> str:
     return "n/a" if v is None else f"{v:.4g}"
 
@@ -232,10 +272,20 @@ def _table(r: dict) -> str:
         f"| peak GPU memory, training (MB) | {r['peak_gpu_mb_train']} |",
         f"| peak GPU memory, overall (MB) | {r['peak_gpu_mb']} |",
     ]
+    conv = r.get("conv_baseline", {})
+    lines += [
+        "",
+        "Validation (medians; Dice % on the conv baseline's 48^3 grid; conv-3D AE numbers from "
+        "benchmarks/results/vetta.json, n = 40 per set, CPU-trained):",
+        "",
+        "| set | n | validity | VeTTA Chamfer mm | conv AE Chamfer mm | VeTTA Dice | conv AE Dice |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for k, v in r["validation"].items():
+        c = conv.get(k, {})
         lines.append(
-            f"| validation Chamfer, {k} (median mm, n={v['n']}, validity {v['validity']:.2f}) "
-            f"| {v['chamfer_mm_median']} |"
+            f"| {k} | {v['n']} | {v['validity']:.2f} | {v['chamfer_mm_median']} | "
+            f"{c.get('chamfer_mm', 'n/a')} | {_g(v.get('dice_median'))} | {c.get('dice', 'n/a')} |"
         )
     return "\n".join(lines)
 
@@ -256,6 +306,10 @@ def main(argv=None) -> int:
     p.add_argument("--n-val", type=int, default=100, help="trees per validation set")
     p.add_argument("--stats-trees", type=int, default=1024, help="trees for the code statistics")
     p.add_argument("--no-rotate", action="store_true")
+    p.add_argument(
+        "--queries", type=int, default=8, help="decoding states per tree and tree-AE step"
+    )
+    p.add_argument("--n-dice", type=int, default=40, help="trees per set scored by Dice")
     p.add_argument("--eval-share", type=float, default=0.15, help="budget share for evaluation")
     p.add_argument(
         "--max-train", type=int, default=None, help="use only the first N training trees"

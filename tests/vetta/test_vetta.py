@@ -269,6 +269,62 @@ def test_tree_ae_overfits_one_tree():
     assert centerline_distances(pred, dense)["chamfer_mm"] < 0.01 * total
 
 
+def test_several_decoding_states_per_tree_share_the_tree_code(tiny_model):
+    from vesseltree.vetta.batch import build_inputs
+    from vesseltree.vetta.train import tree_step_loss
+
+    trees = [canonical_tree(random_tree(seed=s, n_branches=5)) for s in (1, 2)]
+    recs = [make_record(t, tiny_model.config.segment) for t in trees]
+    rng = np.random.default_rng(0)
+    inp = build_inputs(recs, tiny_model.segment_ae, tiny_model.tree_ae, rng=rng, queries=50)
+    rows = inp["rows"].numpy()
+    # every state of every tree once: the empty state plus one per node with children
+    n_states = [1 + int(np.sum(t.n_children > 0)) for t in trees]
+    assert np.bincount(rows).tolist() == n_states
+    u = inp["u"].numpy()
+    ptr = inp["batch"].ptr.numpy()
+    for r, g in enumerate(rows):
+        tree = trees[g]
+        valid = inp["target"]["valid"][r].numpy()
+        xyz = inp["target"]["xyz"][r].numpy()[valid]
+        path = inp["pmask"][r].sum().item()
+        if path == 0:  # the empty state: the target is the root, absolute
+            assert np.allclose(xyz, u[ptr[g]], atol=1e-6)
+            continue
+        # a query: its children relative to it (the last node of the root-to-query path)
+        hits = [
+            q
+            for q in range(tree.n_nodes)
+            if len(root_path(tree.parent, q)) == path
+            and sorted(np.flatnonzero(tree.parent == q).tolist())
+            and np.allclose(
+                np.sort(xyz, axis=0),
+                np.sort(u[ptr[g] + np.flatnonzero(tree.parent == q)] - u[ptr[g] + q], axis=0),
+                atol=1e-6,
+            )
+        ]
+        assert hits
+    loss, _ = tree_step_loss(tiny_model, recs, np.random.default_rng(1), queries=4)
+    assert torch.isfinite(loss)
+
+
+# ---------------------------------------------------------------------------------- round trip
+def test_training_targets_render_back_to_the_tree(tiny_model):
+    # the targets the tree AE learns, drawn by the decoding path: key nodes, radii and parents
+    # come back exactly (no frame or reference-point mismatch between training and rendering)
+    truth = canonical_tree(random_tree(seed=5, n_branches=6, preset="coronary"))
+    back = tiny_model.target_round_trip(truth)
+    k = truth.n_nodes
+    assert int(back.node_data["key_node"].sum()) == k
+    assert np.abs(back.positions[:k] - truth.positions).max() < 1e-3  # mm
+    assert np.allclose(back.radii[:k], truth.radii, rtol=1e-4)
+    dense = truth.to_graph()
+    assert tree_edit_distance(back, dense) == 0.0
+    # an untrained segment decoder draws straight segments: the rest is the bend of the vessels
+    straight = centerline_distances(back, dense)["chamfer_mm"]
+    assert straight < 0.05 * dense.total_length
+
+
 # ---------------------------------------------------------------------------------- checkpoints
 def test_checkpoint_round_trip_and_corrupt_files(tiny_model, tmp_path):
     g = random_tree(seed=1, n_branches=5)

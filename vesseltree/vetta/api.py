@@ -25,7 +25,7 @@ from ..errors import FileFormatError, InvalidInputError, describe
 from ..graph import VesselGraph
 from .batch import build_inputs, make_record
 from .config import VeTTAConfig
-from .decode import decode_codes, render
+from .decode import decode_codes, render, target_decoded
 from .fourier import FourierLookup
 from .models import SegmentAE, TreeAE
 from .tree import CanonicalTree, Frame, canonical_tree
@@ -204,6 +204,20 @@ class VeTTA:
         """``decode(encode(graph))`` in the graph's own frame."""
         z, frame = self.encode(graph, return_frame=True)
         return self.decode(z, frame)
+
+    @torch.no_grad()
+    def target_round_trip(self, graph) -> VesselGraph:
+        """``graph`` rebuilt from its own training targets, without the tree AE.
+
+        The key nodes, radii and segment codes the tree AE is trained to predict are rendered
+        as a decoded tree would be: the result differs from ``graph`` only by the segment AE's
+        own error (a floor for :meth:`reconstruct`).
+        """
+        record = make_record(self._tree(graph), self.config.segment)
+        inp = build_inputs([record], self.segment_ae, self.tree_ae, split=False, device=self.device)
+        decoded = target_decoded(inp, [record], self.config.tree.skip_mm)[0]
+        frame = Frame(tuple(float(v) for v in record["centre"]), float(record["scale"][0]))
+        return render(decoded, frame, self.segment_ae).to_graph()
 
     def sample(self, n: int, *, seed: int = 0) -> list[VesselGraph]:
         """``n`` random trees: codes from N(0, I) (variational) or from a normal fitted to the

@@ -142,8 +142,9 @@ def build_inputs(
     zseg: torch.Tensor | None = None,
     augment: bool = True,
     rotate: bool = True,
+    queries: int = 1,
 ) -> dict[str, torch.Tensor]:
-    """Padded tokens (and, with ``split``, one random decoding state per tree with its targets).
+    """Padded tokens (and, with ``split``, random decoding states of each tree with their targets).
 
     Parameters
     ----------
@@ -162,13 +163,19 @@ def build_inputs(
         Include random rotations in the augmentation. Without them the segment codes stored in
         the records (``record["zseg"]``, set by :func:`store_segment_codes`) are reused, which
         saves the segment encoder pass.
+    queries : int
+        Decoding states per tree. 1: one state drawn by :func:`random_split`. More: up to that
+        many distinct states per tree, drawn uniformly from the state before the root and every
+        node with children (each state is one row of the partial-tree tensors; ``rows`` maps the
+        rows to their trees). Every row shares its tree's code, so one encoder pass supervises
+        several decoding steps.
 
     Returns
     -------
     dict with ``tokens`` (B, T, full_dim), ``mask`` (B, T) and, with ``split``, ``ptokens``
-    (B, P, part_dim), ``pmask`` (B, P) and ``target`` (dict of (B, C, ...) tensors, ``valid``
-    (B, C) bool). Also ``batch`` (the torch_geometric Batch), ``u`` (N, 3) normalised positions,
-    ``zseg_raw`` (N, z).
+    (R, P, part_dim), ``pmask`` (R, P), ``rows`` (R,) the tree of each row and ``target`` (dict of
+    (R, C, ...) tensors, ``valid`` (R, C) bool); R = B with ``queries=1``. Also ``batch`` (the
+    torch_geometric Batch), ``u`` (N, 3) normalised positions, ``zseg_raw`` (N, z).
     """
     cfg: TreeAEConfig = tree_ae.config
     ncls = cfg.max_children + 1
@@ -236,13 +243,17 @@ def build_inputs(
     split_rng = rng if rng is not None else np.random.default_rng(0)
     ptr = batch.ptr.cpu().numpy()
     paths: list[np.ndarray] = []
-    queries: list[int] = []
+    qlist: list[int] = []
     targets: list[np.ndarray] = []
+    rows: list[int] = []
     for g, rec in enumerate(records):
-        _, q, tg = random_split(rec["parent"], split_rng)
-        paths.append(root_path(rec["parent"], q) + ptr[g] if q >= 0 else np.zeros(0, np.int64))
-        queries.append(q + ptr[g] if q >= 0 else -1)
-        targets.append(tg + ptr[g])
+        for q, tg in _states(rec["parent"], split_rng, queries):
+            paths.append(root_path(rec["parent"], q) + ptr[g] if q >= 0 else np.zeros(0, np.int64))
+            qlist.append(q + ptr[g] if q >= 0 else -1)
+            targets.append(tg + ptr[g])
+            rows.append(g)
+    b = len(rows)
+    row_t = torch.as_tensor(rows, dtype=torch.long, device=device)
     pmax = max((len(p) for p in paths), default=0)
     pidx = torch.full((b, pmax), -1, dtype=torch.long)
     for g, p in enumerate(paths):
@@ -253,7 +264,7 @@ def build_inputs(
     uj = u
     if rng is not None and augment and cfg.jitter > 0:
         uj = u + cfg.jitter * torch.from_numpy(rng.normal(size=(n, 3))).float().to(device)
-    qt = torch.tensor(queries, device=device)
+    qt = torch.tensor(qlist, device=device)
     ptok = partial_features(
         uj[parent[safe]],
         uj[safe],
@@ -281,6 +292,7 @@ def build_inputs(
     out.update(
         ptokens=ptok,
         pmask=pmask,
+        rows=row_t,
         target={
             "pos": tree_ae.lift_pos(u[ts] - origin),
             "xyz": u[ts] - origin,
@@ -293,6 +305,26 @@ def build_inputs(
         },
     )
     return out
+
+
+def _states(
+    parent: np.ndarray, rng: np.random.Generator, queries: int
+) -> list[tuple[int, np.ndarray]]:
+    """Decoding states ``(query, children)`` of one tree (query -1: the root is the target)."""
+    if queries <= 1:
+        _, q, tg = random_split(parent, rng)
+        return [(q, tg)]
+    par = np.asarray(parent, dtype=np.int64)
+    root = int(np.flatnonzero(par < 0)[0])
+    kids: list[list[int]] = [[] for _ in range(len(par))]
+    for i in np.flatnonzero(par >= 0):
+        kids[par[i]].append(int(i))
+    cand = [-1] + [v for v in range(len(par)) if kids[v]]
+    pick = rng.permutation(len(cand))[:queries]
+    return [
+        (cand[i], np.asarray([root] if cand[i] < 0 else kids[cand[i]], dtype=np.int64))
+        for i in sorted(pick)
+    ]
 
 
 @torch.no_grad()

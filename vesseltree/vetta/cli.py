@@ -61,6 +61,12 @@ def add_parser(subparsers) -> None:
         action="store_true",
         help="no random rotations in the tree stage (reuses precomputed segment codes: ~2x faster)",
     )
+    t.add_argument(
+        "--queries",
+        type=int,
+        default=8,
+        help="decoding states supervised per tree and tree-AE step (they share one encoder pass)",
+    )
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--config", choices=("tiny", "small", "default"), default="small")
     t.add_argument(
@@ -205,7 +211,11 @@ def run_train(args) -> int:
         records,
         segment=TrainSettings(steps=seg_steps, batch_size=args.segment_batch_size, **common),
         tree=TrainSettings(
-            steps=args.steps, batch_size=args.batch_size, rotate=not args.no_rotate, **common
+            steps=args.steps,
+            batch_size=args.batch_size,
+            rotate=not args.no_rotate,
+            queries=args.queries,
+            **common,
         ),
         seed=args.seed,
         out=Path(args.out),

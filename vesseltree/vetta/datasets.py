@@ -4,9 +4,9 @@ Sources (all reduced to :class:`~vesseltree.vetta.tree.CanonicalTree`):
 
 - synthetic trees from :func:`vesseltree.synth.random_tree` (coronary and brain presets), cropped
   to sub-trees of at most 60 mm arc length from their root;
-- the 1,231 VesselVAE trees (intracranial arteries of the IntrA models), split into training and
-  validation **by IntrA model number** (a model's trees and their perturbed ``p10`` copies stay on
-  one side);
+- the 616 VesselVAE trees in mm (intracranial arteries of the IntrA models), split into training
+  and validation **by IntrA model number**; the 615 ``p10`` copies are left out, as their
+  coordinates are normalised to the unit cube, not mm (:func:`is_unit_box_file`);
 - the TubeTK brain MRA masks: :func:`vesseltree.centerline.extract_graph`, every component made a
   tree, then cropped; the 10 masks with gold centerlines are held out, and their gold centerlines
   (cropped the same way) are validation trees.
@@ -31,6 +31,7 @@ from .tree import CanonicalTree, canonical_tree, crop_subtrees
 
 __all__ = [
     "GOLD_NUMBERS",
+    "is_unit_box_file",
     "vesselvae_split",
     "vesselvae_trees",
     "synthetic_trees",
@@ -47,10 +48,29 @@ log = logging.getLogger(__name__)
 GOLD_NUMBERS = (2, 3, 4, 6, 8, 9, 10, 11, 12, 17)
 
 
+def is_unit_box_file(path: str | os.PathLike) -> bool:
+    """True for the VesselVAE ``p10*`` files: their coordinates and radii lie in the unit cube
+    (normalised per tree), not in mm, so no distance measured on them is in mm (all 615 of them
+    span at most 1.0 unit; the 616 other files span 2.7-27 mm)."""
+    return Path(path).name.startswith("p10")
+
+
+def _unit_box_tree(tree: CanonicalTree) -> bool:
+    return str(tree.meta.get("source", "")).startswith("vesselvae:p10")
+
+
 def vesselvae_split(
-    data_dir: str | os.PathLike, *, val_fraction: float = 0.2, seed: int = 0
+    data_dir: str | os.PathLike,
+    *,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    unit_box: bool = False,
 ) -> tuple[list[Path], list[Path]]:
-    """VesselVAE files split into training and validation by IntrA model number (never by file)."""
+    """VesselVAE files split into training and validation by IntrA model number (never by file).
+
+    The split is drawn over every model, then the unit-cube ``p10`` copies are left out of both
+    sides unless ``unit_box`` (see :func:`is_unit_box_file`).
+    """
     from ..io.datasets import vesselvae_model_id
 
     files = sorted(Path(data_dir, "vesselvae_trees").glob("*.dat"))
@@ -61,8 +81,9 @@ def vesselvae_split(
     rng = np.random.default_rng(seed)
     n_val = max(1, int(round(val_fraction * len(models))))
     val_models = set(rng.permutation(models)[:n_val].tolist())
-    train = [f for f, i in zip(files, ids) if i not in val_models]
-    val = [f for f, i in zip(files, ids) if i in val_models]
+    keep = [unit_box or not is_unit_box_file(f) for f in files]
+    train = [f for f, i, k in zip(files, ids, keep) if k and i not in val_models]
+    val = [f for f, i, k in zip(files, ids, keep) if k and i in val_models]
     return train, val
 
 
@@ -287,7 +308,11 @@ def prepare(
     key = f"trees_s{seed}_n{n_synthetic}_t{tubetk_per_mask}_{'real' if data_dir else 'synth'}.pt"
     path = cache / key
     if path.is_file() and not refresh:
-        return load_sets(path)
+        sets, meta = load_sets(path)
+        # caches written before the unit-cube p10 files were left out still hold them
+        sets = {k: [t for t in v if not _unit_box_tree(t)] for k, v in sets.items()}
+        meta["counts"] = {k: len(v) for k, v in sets.items()}
+        return sets, meta
     synth = synthetic_trees(n_synthetic, seed=seed)
     synth_val = synthetic_trees(max(4, n_synthetic // 20), seed=seed + 9973)
     sets: dict[str, list[CanonicalTree]] = {"train": list(synth), "val_synthetic": synth_val}

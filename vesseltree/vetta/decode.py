@@ -22,7 +22,7 @@ from .fourier import FourierLookup
 from .models import LOG_RADIUS_OFFSET, SegmentAE, TreeAE
 from .tree import CanonicalTree, Frame
 
-__all__ = ["DecodedTree", "decode_codes", "render"]
+__all__ = ["DecodedTree", "decode_codes", "render", "target_decoded"]
 
 
 @dataclass
@@ -220,6 +220,32 @@ def decode_codes(
             )
         )
     return result
+
+
+@torch.no_grad()
+def target_decoded(inputs: dict, records: list[dict], skip_mm: float) -> list[DecodedTree]:
+    """The trees exactly as the tree AE is trained to predict them (no tree AE involved).
+
+    ``inputs`` is :func:`~vesseltree.vetta.batch.build_inputs` of ``records`` without
+    augmentation: its normalised positions ``u``, log radii and raw segment codes are the
+    training targets. :func:`render` of these gives the reconstruction floor set by the segment
+    AE alone (a diagnostic: a frame or reference-point mismatch between training and rendering
+    shows up here).
+    """
+    b = inputs["batch"]
+    ptr = b.ptr.cpu().numpy()
+    u = inputs["u"].double().cpu().numpy()
+    lr = (torch.log((b.rad * b.scale[b.batch]).clamp_min(1e-6)) + LOG_RADIUS_OFFSET).cpu().numpy()
+    zs = inputs["zseg_raw"].double().cpu().numpy()
+    out = []
+    for g, rec in enumerate(records):
+        a, e = ptr[g], ptr[g + 1]
+        par = np.asarray(rec["parent"], np.int64)
+        skip = np.asarray(rec["chord"]) < skip_mm
+        skip[par < 0] = False
+        nch = np.bincount(par[par >= 0], minlength=len(par)).astype(np.int64)
+        out.append(DecodedTree(u[a:e], lr[a:e], nch, zs[a:e], skip, par.copy(), False))
+    return out
 
 
 @torch.no_grad()

@@ -53,6 +53,7 @@ class TrainSettings:
     stats_trees: int = 1024  # trees used for the code statistics (segment and tree codes)
     augment: bool = True  # random rotation / zoom / shift / jitter
     rotate: bool = True  # rotations in the tree stage (off: reuse precomputed segment codes)
+    queries: int = 1  # tree stage: decoding states supervised per tree and step
 
 
 def _device(device) -> torch.device:
@@ -219,8 +220,12 @@ def tree_step_loss(
     *,
     augment: bool = True,
     rotate: bool = True,
+    queries: int = 1,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The stage-2 loss of one batch: top-k matched set loss (+ KL in the variational case)."""
+    """The stage-2 loss of one batch: top-k matched set loss (+ KL in the variational case).
+
+    ``queries`` decoding states per tree share one encoder pass (see :func:`build_inputs`).
+    """
     tree = model.tree_ae
     cfg = tree.config
     inp = build_inputs(
@@ -232,13 +237,14 @@ def tree_step_loss(
         device=model.device,
         augment=augment,
         rotate=rotate,
+        queries=queries,
     )
     with _autocast(model.device):
         mu, logvar = tree.encode(inp["tokens"], inp["mask"])
         z = mu
         if logvar is not None:
             z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-        pred = tree.decode_step(z, inp["ptokens"], inp["pmask"])
+        pred = tree.decode_step(z[inp["rows"]], inp["ptokens"], inp["pmask"])
     pred = {k: v.float() for k, v in pred.items()}
     target = inp["target"]
     cost = tree.cost(pred, target)  # (B, M, C)
@@ -327,7 +333,12 @@ def train_tree(
         idx = rng.integers(0, len(records), settings.batch_size)
         _schedule(opt, step, settings, time.perf_counter() - t0)
         loss, _ = tree_step_loss(
-            model, [records[i] for i in idx], rng, augment=settings.augment, rotate=settings.rotate
+            model,
+            [records[i] for i in idx],
+            rng,
+            augment=settings.augment,
+            rotate=settings.rotate,
+            queries=settings.queries,
         )
         opt.zero_grad(set_to_none=True)
         loss.backward()
