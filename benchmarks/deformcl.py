@@ -78,7 +78,7 @@ class PeakRSS:
 
 def vesselness_row(image, truth_graph, truth_mask):
     from vesseltree.centerline import extract_graph
-    from vesseltree.deformcl.evaluate import score_prediction
+    from vesseltree.deformcl.evaluate import error_budget, score_prediction
     from vesseltree.graph import VesselGraph
     from vesseltree.volume import Volume
 
@@ -101,6 +101,7 @@ def vesselness_row(image, truth_graph, truth_mask):
         g = VesselGraph(np.zeros((0, 3)), np.zeros(0), np.zeros((0, 2)))
     mask = Volume(np.asarray(prob.data) >= 0.5, image.affine)
     row = score_prediction(g, mask, truth_graph, truth_mask)
+    row.update(error_budget(g, truth_graph, truth_mask))
     row.update(seconds=secs, peak_mb=mem.mb, nodes=g.n_nodes)
     return row
 
@@ -226,6 +227,27 @@ def main(argv=None) -> int:
             if r2["method"] == "deformcl" and r2["case"] == r1["case"]
         ]
         wins = sum(1 for df, _ in d if df > 0)
+        budget = (
+            ("fp_offset", "pred 1-2 mm off"),
+            ("fp_far_in_mask", "pred >2 mm off, in true mask"),
+            ("fp_far_out_mask", "pred >2 mm off, outside true mask"),
+            ("fn_offset", "truth 1-2 mm off"),
+            ("fn_far", "truth >2 mm off (missed)"),
+        )
+        lines += [
+            "",
+            "Error budget at 1 mm (share of predicted / true centerline length, mean over cases):",
+            "",
+            "| method | " + " | ".join(b[1] for b in budget) + " |",
+            "|---|" + "---|" * len(budget),
+        ]
+        for method in ("vesselness", "unet", "deformcl"):
+            mr = [r for r in gr if r["method"] == method]
+            cells = [
+                f"{np.nanmean([r.get(k, np.nan) for r in mr]):.3f}" if mr else "n/a"
+                for k, _ in budget
+            ]
+            lines.append(f"| {labels[method]} | " + " | ".join(cells) + " |")
         lines += [
             "",
             f"Cascade vs UNet only, per volume: F1 better in {wins}/{len(d)}, "

@@ -17,6 +17,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import DeformCLConfig
 from .data import normalize_image
 from .model import DeformCLNet, pack_graphs
+from .prune import prune_by_score
 from .template import arrays_to_graph, graph_to_arrays, template_from_mask
 
 __all__ = ["DeformCL", "DEFAULT_CHECKPOINT"]
@@ -156,25 +157,18 @@ class DeformCL:
         feat = feat / fsum
         return logit, feat, tuple(int(s) for s in shp)
 
-    def _cascade(self, logit, feat, graph: VesselGraph, affine: np.ndarray):
+    def _cascade(self, logit, feat, graph: VesselGraph, affine: np.ndarray, with_hidden=False):
         pos, r, e = graph_to_arrays(graph, affine)
         g = pack_graphs([(pos, r, e)], self.device)
         lin = torch.tensor(np.array(affine)[:3, :3], dtype=torch.float32, device=self.device)
-        stages = self.net.deform(feat[None], logit[None, None], g, torch.linalg.inv(lin)[None])
+        inv = torch.linalg.inv(lin)[None]
+        if with_hidden:
+            stages, hidden = self.net.deform(
+                feat[None], logit[None, None], g, inv, with_hidden=True
+            )
+            return g, stages[-1], lin, hidden
+        stages = self.net.deform(feat[None], logit[None, None], g, inv)
         return g, stages[-1], lin
-
-    def _keep_nodes(self, keep_logit, edges: np.ndarray, n: int) -> np.ndarray:
-        """Nodes whose score, averaged with their neighbours', reaches ``keep_threshold``."""
-        thr = self.config.keep_threshold
-        if thr <= 0:
-            return np.ones(n, bool)
-        p = torch.sigmoid(keep_logit.float()).cpu().numpy().astype(np.float64)
-        acc, cnt = p.copy(), np.ones(n)
-        if len(edges):
-            for a, b in ((0, 1), (1, 0)):
-                np.add.at(acc, edges[:, a], p[edges[:, b]])
-                np.add.at(cnt, edges[:, a], 1.0)
-        return (0.5 * p + 0.5 * acc / cnt) >= thr
 
     @torch.no_grad()
     def _final_mask(self, logit, graph: VesselGraph, affine, shape, slab: int = 64) -> np.ndarray:
@@ -268,10 +262,11 @@ class DeformCL:
                 template=tpl,
                 meta={**meta, "cascade": True, "seconds": secs},
             )
-            kept = self._keep_nodes(keep, edges, graph.n_nodes)
+            p_keep = torch.sigmoid(keep.float()).cpu().numpy()
+            kept = prune_by_score(graph, p_keep, self.config.keep_threshold)
             meta_removed = int((~kept).sum())
             graph = graph.subgraph(kept)
-            if graph.n_nodes:  # drop crumbs the pruning left (components of 1-2 nodes)
+            if graph.n_nodes:  # drop crumbs (components of 1-2 nodes)
                 sizes = np.bincount(graph.component_labels)
                 graph = graph.subgraph(sizes[graph.component_labels] >= 3)
             graph = graph.replace(meta={**dict(graph.meta), "removed_nodes": meta_removed})

@@ -102,14 +102,15 @@ class Cascade(nn.Module):
     pos : (N, 3) voxel indices (packed over crops); radii : (N,) mm
     edge_index : (2, E2) long, both directions; batch : (N,) long
     lin_inv : (B, 3, 3) mm -> voxel linear map of each crop
-    returns a list of ``(pos, radii, keep_logit)``, one per stage.
+    returns a list of ``(pos, radii, keep_logit)``, one per stage; with ``with_hidden`` also the
+    last stage's node state (N, hidden), the input of its node-score head.
     """
 
     def __init__(self, config: DeformCLConfig):
         super().__init__()
         self.stages = nn.ModuleList(DeformStage(config, i == 0) for i in range(config.n_stages))
 
-    def forward(self, feat, logits, pos, radii, edge_index, batch, lin_inv):
+    def forward(self, feat, logits, pos, radii, edge_index, batch, lin_inv, with_hidden=False):
         kind = node_kind(edge_index, pos.shape[0])
         out = []
         h = None
@@ -120,4 +121,4 @@ class Cascade(nn.Module):
                 feat, logits, pos, radii, edge_index, batch, kind, lin_inv, h
             )
             out.append((pos, radii, keep))
-        return out
+        return (out, h) if with_hidden else out

@@ -61,10 +61,21 @@ class DeformCLNet(nn.Module):
         """UNet pass: (B, 1, I, J, K) image -> (logits (B, 1, I, J, K), features at stride 4)."""
         return self.unet(image)
 
-    def deform(self, feat, logits, graph: dict, lin_inv: torch.Tensor):
-        """Run the cascade on a packed graph (see :func:`pack_graphs`); list of (pos, radii) per stage."""
+    def deform(self, feat, logits, graph: dict, lin_inv: torch.Tensor, with_hidden: bool = False):
+        """Run the cascade on a packed graph (see :func:`pack_graphs`).
+
+        Returns a list of ``(pos, radii, keep_logit)`` per stage; with ``with_hidden``, the pair
+        ``(that list, last stage's node state)``.
+        """
         return self.cascade(
-            feat, logits, graph["pos"], graph["radii"], graph["edge_index"], graph["batch"], lin_inv
+            feat,
+            logits,
+            graph["pos"],
+            graph["radii"],
+            graph["edge_index"],
+            graph["batch"],
+            lin_inv,
+            with_hidden=with_hidden,
         )
 
     def condition_maps(self, pos, radii, edges, batch, shape, n_batch, lin) -> torch.Tensor:
