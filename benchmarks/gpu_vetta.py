@@ -100,7 +100,14 @@ def run(args) -> dict:
         torch.cuda.reset_peak_memory_stats()
         torch.backends.cuda.matmul.allow_tf32 = True
     torch.manual_seed(args.seed)
-    model = VeTTA(config, device=dev)
+    previous = None
+    if args.init:
+        # continue from a checkpoint (its config wins); --segment-share 0 trains the tree AE only
+        model = VeTTA.from_pretrained(args.init, device=dev)
+        config = model.config
+        previous = dict(model.metadata)
+    else:
+        model = VeTTA(config, device=dev)
     val_keys = [
         k
         for k in ("val_vesselvae", "val_tubetk_gold", "val_tubetk_mask", "val_synthetic")
@@ -110,17 +117,20 @@ def run(args) -> dict:
     # what is left after loading: --eval-share for evaluation, the rest 35:65 for the stages
     left = budget - prep_s
     train_share = 1.0 - args.eval_share
-    seg_s, tree_s = 0.35 * train_share * left, 0.65 * train_share * left
+    share = float(args.segment_share)
+    seg_s, tree_s = share * train_share * left, (1.0 - share) * train_share * left
     stats = args.stats_trees
-    seg_log = train_segment(
-        model,
-        train_records,
-        TrainSettings(
-            steps=10**6, batch_size=args.segment_batch, lr=args.lr, budget_s=seg_s, warmup=100
-        ),
-        seed=args.seed,
-        progress=not args.no_progress,
-    )
+    seg_log = None
+    if seg_s > 0:
+        seg_log = train_segment(
+            model,
+            train_records,
+            TrainSettings(
+                steps=10**6, batch_size=args.segment_batch, lr=args.lr, budget_s=seg_s, warmup=100
+            ),
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
     # the learning rate decays with the time budget (the step count is left open)
     tree_log = train_tree(
         model,
@@ -142,7 +152,12 @@ def run(args) -> dict:
     peak_train = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None
 
     # throughput and validation, in chunks, bounded by what is left of the budget
-    results: dict = {"config": config.name, "device": str(dev), "prep_s": round(prep_s, 1)}
+    results: dict = {
+        "config": config.name,
+        "device": str(dev),
+        "prep_s": round(prep_s, 1),
+        "init": args.init,
+    }
     val = [(k, t) for k in val_keys for t in sets[k][: args.n_val]]
     deadline = t_start + budget - 3.0
     chunk = 64
@@ -207,6 +222,12 @@ def run(args) -> dict:
     med_scale = float(
         np.median([Frame.of_points(t.dense_points()[:, :3]).scale for t in sets["train"][:500]])
     )
+    if previous is not None:
+        model.metadata["init_from"] = {
+            "path": str(args.init),
+            "training": previous.get("training"),
+            "note": previous.get("note"),
+        }
     model.metadata.update(
         training={"segment": seg_log, "tree": tree_log},
         validation=per_set,
@@ -253,9 +274,11 @@ def _g(v) -> str:
 
 
 def _table(r: dict) -> str:
-    s, t = r["segment"], r["tree"]
+    t = r["tree"]
+    s = r["segment"] or {"steps": 0, "loss_start": None, "loss_end": None, "it_per_s": "-"}
     lines = [
-        f"VeTTA `{r['config']}` on {r['device']} (total {r['total_s']} s, data prep {r['prep_s']} s)",
+        f"VeTTA `{r['config']}` on {r['device']} (total {r['total_s']} s, data prep {r['prep_s']} s)"
+        + (f"; continued from {r['init']}" if r.get("init") else ""),
         "",
         "| quantity | segment AE | tree AE |",
         "|---|---|---|",
@@ -314,8 +337,19 @@ def main(argv=None) -> int:
     p.add_argument(
         "--max-train", type=int, default=None, help="use only the first N training trees"
     )
+    p.add_argument(
+        "--init", default=None, help="continue training from this VeTTA checkpoint (file or folder)"
+    )
+    p.add_argument(
+        "--segment-share",
+        type=float,
+        default=0.35,
+        help="share of the training time for the segment AE (0: train the tree AE only)",
+    )
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    if not 0.0 <= args.segment_share < 1.0:
+        p.error("--segment-share must be in [0, 1)")
     if args.prepare:
         data = Path(args.real_data)
         prepare(Path(args.prepare), data if data.is_dir() else None, seed=args.seed)
