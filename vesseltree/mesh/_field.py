@@ -16,6 +16,11 @@ Optional terms, each keeping the field continuous (so the mesh stays watertight)
   straight branch does not bulge at its nodes.
 - ``shell`` (mm): the wall ``0 < d < shell`` (onion of the union), for hollow prints.
 - cutters: capped cylinders removed from the solid (planar cuts at vessel ends).
+- ``close`` (mm): the gap between two groups is closed by a ball of this radius (a morphological
+  closing of the two nearest groups, each replaced by its tangent plane at the sample; see
+  :func:`closing_of_two`), optionally only between the cone/group pairs listed in
+  ``close_keys``. A slit narrower than ``2 close`` is filled and a concave crease gets a fillet
+  of radius ``close``, so the grid no longer has to resolve near-tangent surfaces.
 """
 
 from __future__ import annotations
@@ -220,6 +225,10 @@ class FieldSpec:
     shell: float = 0.0
     cutters: Cutters | None = None
     brick: int = 16
+    close: float = 0.0
+    #: sorted keys ``cone * n_groups + group``: where given, a gap is closed only between a cone
+    #: and a group that both list each other (see :func:`_close_gaps`)
+    close_keys: np.ndarray | None = None
 
 
 class _Pairs:
@@ -243,7 +252,8 @@ def contour(spec: FieldSpec) -> tuple[np.ndarray, np.ndarray, dict]:
     cones, v, B = spec.cones, float(spec.voxel), int(spec.brick)
     k_blend, w = float(spec.blend), float(spec.shell)
     band = 2.0 * v  # every sample within this of the surface is exact
-    pad = band + w + 1.25 * k_blend
+    rho = float(spec.close) if k_blend == 0 else 0.0
+    pad = max(band, 2.0 * rho) + w + 1.25 * k_blend
     big = np.float32(pad + v)  # stands for "farther than pad" outside every box
     lo_w, hi_w = cones.bounds(pad)
     cutters = spec.cutters if spec.cutters is not None and len(spec.cutters) else None
@@ -266,7 +276,7 @@ def contour(spec: FieldSpec) -> tuple[np.ndarray, np.ndarray, dict]:
     # a brick's cubes reach one sample into its +i/+j/+k neighbours: bound the field over the
     # (B+1)^3 block, and keep one more voxel so that no cube edge leaving a constant brick crosses
     radius = np.sqrt(3.0) * (B + 1) / 2.0 * v
-    margin = radius + v + 0.25 * k_blend + 1e-9
+    margin = radius + v + 0.25 * k_blend + 2.0 * rho + 1e-9
     if w > 0:
         surface = (dc > -margin) & (dc < w + margin)
         const = np.where(dc >= w + margin, big, big)  # lumen and far outside are both empty
@@ -295,7 +305,15 @@ def contour(spec: FieldSpec) -> tuple[np.ndarray, np.ndarray, dict]:
     sel = np.flatnonzero(surface[inv])
     p_prim, p_slot, p_brick = pairs.prim[sel], slot[inv[sel]], pairs.brick[sel]
     args = (cones, p_prim, p_slot, p_brick, lo_i, hi_i, origin, v, B)
-    n_samples = _scatter_cones(pool, *args, mode="min", pad=pad)
+    entries: list = []
+    collect = None
+    if rho > 0:
+        # only bricks that two branches reach can hold a gap between branches
+        pg = cones.group[p_prim]
+        bg = np.unique(np.stack([p_slot, pg], axis=1), axis=0)
+        multi = np.bincount(bg[:, 0], minlength=n_s) > 1
+        collect = (multi[p_slot], np.float32(-v), np.float32(2 * rho), entries)
+    n_samples = _scatter_cones(pool, *args, mode="min", pad=pad, collect=collect)
     if k_blend > 0:
         # second-nearest *other* group, then the smooth minimum of the two
         g1 = np.full(n_s * B3, -1, np.int64)
@@ -304,6 +322,12 @@ def contour(spec: FieldSpec) -> tuple[np.ndarray, np.ndarray, dict]:
         _scatter_cones(d2, *args, mode="other", gbuf=g1, pad=pad)
         pool = smooth_min(pool, d2, k_blend).astype(np.float32)
         del d2, g1
+    n_closed = 0
+    if rho > 0:
+        n_closed = _close_gaps(
+            pool, entries, cones, rho, bcoord[s_idx], origin, v, B, keys=spec.close_keys
+        )
+        del entries
     if w > 0:
         pool = np.abs(pool - np.float32(w / 2)) - np.float32(w / 2)
     if cutters is not None:
@@ -394,6 +418,9 @@ def contour(spec: FieldSpec) -> tuple[np.ndarray, np.ndarray, dict]:
         "t_field": t2 - t1,
         "t_mc": t3 - t2,
     }
+    if rho > 0:
+        stats["close"] = rho
+        stats["closed_samples"] = int(n_closed)
     if not all_v:
         return np.zeros((0, 3)), np.zeros((0, 3), np.int64), stats
     key = np.concatenate(all_key)
@@ -437,6 +464,7 @@ def _scatter_cones(
     mode: str,
     pad: float,
     gbuf: np.ndarray | None = None,
+    collect: tuple | None = None,
 ) -> int:
     """:func:`_scatter` for round cones, column by column: each (i, j) column of a cone's box is
     clipped to the z-range of its padded capsule, and the distance is assembled from per-column
@@ -508,6 +536,13 @@ def _scatter_cones(
         lin = colbase[col_of] + step_in
         if mode == "min":
             np.minimum.at(dest, lin, d)
+            if collect is not None:
+                # (sample, distance, cone) of the pairs flagged, with lo < d < hi
+                flag, c_lo, c_hi, out = collect
+                got = flag[cp[col_of]] & (d > c_lo) & (d < c_hi)
+                # int32 where the indices fit: these triples are most of the closing's memory
+                it = np.int32 if dest.size < 2**31 and len(cones) < 2**31 else np.int64
+                out.append((lin[got].astype(it), d[got], k[col_of[got]].astype(it)))
         elif mode == "argmin":
             hit = d <= dest[lin]
             gbuf[lin[hit]] = groups[k[col_of[hit]]]
@@ -515,6 +550,123 @@ def _scatter_cones(
             keep = groups[k[col_of]] != gbuf[lin]
             np.minimum.at(dest, lin[keep], d[keep])
     return total
+
+
+def _cone_normals(cones: Cones, k: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Unit gradients (n, 3) of the signed distance of cones ``k`` at points ``p`` (n, 3)."""
+    a, u = cones.a[k], cones.u[k]
+    q = p - a
+    x = np.einsum("ij,ij->i", q, u)
+    radial = q - x[:, None] * u
+    y = np.linalg.norm(radial, axis=1)
+    er = radial / np.maximum(y, 1e-12)[:, None]
+    s, c, h = cones.s[k], cones.c[k], cones.h[k]
+    t = x * c - y * s
+    qb = q - u * h[:, None]
+    n = s[:, None] * u + c[:, None] * er
+    n = np.where((t < 0)[:, None], q, np.where((t > h * c)[:, None], qb, n))
+    return n / np.maximum(np.linalg.norm(n, axis=1), 1e-12)[:, None]
+
+
+def closing_of_two(a, b, cos_ab, rho: float):
+    """Signed distance to the closing by a ball of radius ``rho`` of the union of two
+    half-spaces, at points with signed distances ``a``, ``b`` (mm) to them and outward normals
+    whose dot product is ``cos_ab``; where the point is at least ``rho`` from both (it is the
+    centre of an empty ball) the distance ``min(a, b)`` is returned unchanged.
+
+    The closing is the complement of the union of the empty balls: the set ``E`` of their
+    centres is the wedge ``a >= rho, b >= rho``, and the distance to the closed solid is
+    ``rho - dist(x, E)``. A slit narrower than ``2 rho`` between two surfaces facing each other
+    has no empty ball and is filled; a concave crease becomes a round fillet of radius ``rho``.
+    """
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    c = np.clip(np.asarray(cos_ab, np.float64), -1.0, 1.0)
+    ap, bp = a - rho, b - rho
+    inside = (ap >= 0) & (bp >= 0)
+    face_a = (ap < 0) & (bp - ap * c >= 0)
+    face_b = (bp < 0) & (ap - bp * c >= 0)
+    corner = np.sqrt(
+        np.maximum(ap * ap + bp * bp - 2.0 * c * ap * bp, 0.0) / np.maximum(1.0 - c * c, 1e-12)
+    )
+    dist = np.where(
+        face_a & face_b,
+        np.maximum(-ap, -bp),
+        np.where(face_a, -ap, np.where(face_b, -bp, corner)),
+    )
+    d = np.minimum(a, b)
+    return np.where(inside, d, np.minimum(d, rho - dist))
+
+
+def _has(sorted_keys: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Whether each of ``q`` is in ``sorted_keys``."""
+    if sorted_keys.size == 0:
+        return np.zeros(q.shape, bool)
+    i = np.minimum(np.searchsorted(sorted_keys, q), sorted_keys.size - 1)
+    return sorted_keys[i] == q
+
+
+def _close_gaps(pool, entries, cones: Cones, rho: float, bc, origin, v, B, keys=None) -> int:
+    """Close gaps narrower than ``2 rho`` between different groups (branches), in place.
+
+    ``pool`` holds the union's distance, one row of ``B**3`` samples per surface brick (``bc``
+    their brick coordinates); ``entries`` are (sample, distance, cone) triples of every cone
+    within ``2 rho`` of a sample in the bricks that two groups reach. Per sample near both, the
+    nearest cone (group g) and the nearest cone of another group give two tangent planes, and
+    the sample takes the distance to the closing of their union (:func:`closing_of_two`).
+    Samples deeper than one voxel inside are left alone (no cube edge at them crosses the
+    surface). With ``keys`` (sorted ``cone * n_groups + group``), only samples whose two cones
+    each list the other's group are closed. Returns how many samples moved.
+    """
+    if not entries:
+        return 0
+    lin = np.concatenate([e[0] for e in entries])
+    d = np.concatenate([e[1] for e in entries])
+    k = np.concatenate([e[2] for e in entries])
+    entries.clear()
+    d1 = pool[lin]
+    keep = (d1 > -v) & (d1 < 2 * rho)
+    lin, d, k, d1 = lin[keep], d[keep], k[keep], d1[keep]
+    if lin.size == 0:
+        return 0
+    # the cone attaining the minimum (float32 values are bitwise those of the minimum)
+    m1 = d == d1
+    u1, first = np.unique(lin[m1], return_index=True)
+    g1 = cones.group[k[m1][first]]
+    k1 = k[m1][first]
+    pos = np.searchsorted(u1, lin)
+    ok = (pos < u1.size) & (u1[np.minimum(pos, u1.size - 1)] == lin)
+    other = ok & (cones.group[k] != g1[np.minimum(pos, u1.size - 1)])
+    lo, do, ko = lin[other], d[other], k[other]
+    if lo.size == 0:
+        return 0
+    order = np.lexsort((do, lo))
+    lo, do, ko = lo[order], do[order], ko[order]
+    u2, first2 = np.unique(lo, return_index=True)
+    d2, k2 = do[first2], ko[first2]
+    j1 = np.searchsorted(u1, u2)
+    if keys is not None:
+        ng = int(cones.group.max()) + 1
+        ka, kb = k1[j1].astype(np.int64), k2.astype(np.int64)
+        ok = _has(keys, ka * ng + cones.group[kb]) & _has(keys, kb * ng + cones.group[ka])
+        u2, d2, k2, j1 = u2[ok], d2[ok], k2[ok], j1[ok]
+        if u2.size == 0:
+            return 0
+    a = pool[u2].astype(np.float64)
+    B3 = B**3
+    slot, loc = np.divmod(u2, B3)
+    ijk = np.stack(np.unravel_index(loc, (B, B, B)), axis=1)
+    p = origin + (bc[slot] * B + ijk) * v
+    na = _cone_normals(cones, k1[j1], p)
+    nb = _cone_normals(cones, k2, p)
+    new = closing_of_two(a, d2, np.einsum("ij,ij->i", na, nb), rho)
+    # two facing planes that meet far away put the filled samples very deep; the closed solid
+    # ends nearer (the planes are tangent planes of curved tubes), so a filled sample is taken
+    # no deeper than rho
+    new = np.maximum(new, np.minimum(a, -rho))
+    moved = new < a
+    pool[u2[moved]] = new[moved].astype(np.float32)
+    return int(np.count_nonzero(moved))
 
 
 def _scatter(
