@@ -40,16 +40,19 @@ def test_prune_removes_low_scoring_component_and_spur_only():
     p[10:14] = 0.1  # the spur
     p[17:22] = 0.2  # the separate component
     p[4:6] = 0.05  # low scores inside the main vessel, between two junctions
-    keep = prune_by_score(g, p, 0.5)
+    # by default only whole components go
+    comp = prune_by_score(g, p, 0.5)
+    assert comp[:17].all() and not comp[17:22].any()
+    keep = prune_by_score(g, p, 0.5, branches=True)
     assert not keep[10:14].any() and not keep[17:22].any()
     assert keep[:10].all() and keep[14:17].all()  # the junction and the inner run stay
     sub = g.subgraph(keep)
     assert sub.n_components == 1  # pruning never splits the tree
     assert prune_by_score(g, p, 0.0).all()
     # the largest component is never dropped whole (only its low-scoring terminal branches)
-    low = prune_by_score(g, np.full(g.n_nodes, 0.1), 0.5)
+    low = prune_by_score(g, np.full(g.n_nodes, 0.1), 0.5, branches=True)
     assert low[3:7].all() and not low[17:].any() and not low[[0, 9]].any()
-    assert prune_by_score(g, np.full(g.n_nodes, 0.9), 0.5).all()
+    assert prune_by_score(g, np.full(g.n_nodes, 0.9), 0.5, branches=True).all()
     with pytest.raises(InvalidInputError, match="one value per node"):
         prune_by_score(g, p[:-1], 0.5)
 

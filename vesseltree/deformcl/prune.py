@@ -41,8 +41,10 @@ __all__ = ["prune_by_score", "node_samples", "fit_node_scores"]
 log = logging.getLogger(__name__)
 
 
-def prune_by_score(graph: VesselGraph, prob: np.ndarray, threshold: float) -> np.ndarray:
-    """Nodes kept (bool (N,)) after removing low-scoring components and terminal branches.
+def prune_by_score(
+    graph: VesselGraph, prob: np.ndarray, threshold: float, *, branches: bool = False
+) -> np.ndarray:
+    """Nodes kept (bool (N,)) after removing low-scoring components (and terminal branches).
 
     Parameters
     ----------
@@ -51,8 +53,13 @@ def prune_by_score(graph: VesselGraph, prob: np.ndarray, threshold: float) -> np
     prob : (N,) float
         Probability per node that it lies on a true vessel.
     threshold : float
-        A component (other than the largest), or a terminal branch, whose mean node probability is
-        below it is removed; 0 keeps every node.
+        A component (other than the largest) whose mean node probability is below it is removed;
+        0 keeps every node.
+    branches : bool
+        Also remove terminal branches (tip to junction) whose mean probability is below the
+        threshold. Off by default: on synthetic CT the score head, trained mostly on MRA-like
+        data, cut true branches (F1 0.826 with branch pruning, 0.859 without; on the TubeTK gold
+        cases both give 0.972).
     """
     n = graph.n_nodes
     prob = np.asarray(prob, dtype=np.float64).reshape(-1)
@@ -67,6 +74,8 @@ def prune_by_score(graph: VesselGraph, prob: np.ndarray, threshold: float) -> np
     comp_keep = comp_mean >= threshold
     comp_keep[np.argmax(cnt)] = True
     keep &= comp_keep[lab]
+    if not branches:
+        return keep
     deg = graph.degrees
     for br in graph.branches:
         ends = deg[br[[0, -1]]]
