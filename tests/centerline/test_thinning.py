@@ -6,7 +6,39 @@ from itertools import combinations
 
 import numpy as np
 
-from vesseltree.centerline.thinning import _OFFSETS, _is_simple_by_labels, is_simple
+from vesseltree.centerline.thinning import _FACE, _IN18, _NB6_IN18, _NB26, _OFFSETS, is_simple
+
+
+def _components(member: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Smallest member index of each position's component (rows = configurations); 99 = not a member."""
+    m = member.shape[0]
+    lab = np.where(member, np.arange(26, dtype=np.int8)[None, :], np.int8(99))
+    pad = np.full((m, 1), 99, np.int8)
+    for _ in range(26):
+        ext = np.concatenate([lab, pad], axis=1)
+        new = np.minimum(lab, ext[:, table].min(axis=2))
+        new = np.where(member, new, np.int8(99))
+        if np.array_equal(new, lab):
+            break
+        lab = new
+    return lab
+
+
+def _is_simple_by_labels(codes: np.ndarray) -> np.ndarray:
+    """Reference simple-point test: component labels propagated over the 26 positions."""
+    codes = np.asarray(codes, dtype=np.int64)
+    bits = ((codes[:, None] >> np.arange(26)) & 1).astype(bool)
+    # one 26-component of the vessel among the 26 neighbours
+    lab = _components(bits, _NB26)
+    n_fg = ((lab == np.arange(26)[None, :]) & bits).sum(1)
+    # one 6-component of background in the 18-neighbourhood that touches a face neighbour
+    bg = ~bits & _IN18[None, :]
+    lab_bg = _components(bg, _NB6_IN18)
+    face = np.sort(lab_bg[:, _FACE].astype(np.int16), axis=1)
+    distinct = (face[:, :1] < 99).astype(np.int64).ravel() + (
+        (face[:, 1:] != face[:, :-1]) & (face[:, 1:] < 99)
+    ).sum(1)
+    return (n_fg == 1) & (distinct == 1)
 
 
 def _code(offsets) -> int:

@@ -21,6 +21,8 @@ import logging
 
 import numpy as np
 
+from .cleanup import unique_ints
+
 __all__ = ["thin", "is_simple"]
 
 log = logging.getLogger(__name__)
@@ -49,38 +51,6 @@ def _neighbour_table(conn_l1: int, allowed: np.ndarray) -> np.ndarray:
 
 _NB26 = _neighbour_table(3, np.ones(26, bool))
 _NB6_IN18 = _neighbour_table(1, _IN18)
-
-
-def _components(member: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """Smallest member index of each position's component (rows = configurations); 99 = not a member."""
-    m = member.shape[0]
-    lab = np.where(member, np.arange(26, dtype=np.int8)[None, :], np.int8(99))
-    pad = np.full((m, 1), 99, np.int8)
-    for _ in range(26):
-        ext = np.concatenate([lab, pad], axis=1)
-        new = np.minimum(lab, ext[:, table].min(axis=2))
-        new = np.where(member, new, np.int8(99))
-        if np.array_equal(new, lab):
-            break
-        lab = new
-    return lab
-
-
-def _is_simple_by_labels(codes: np.ndarray) -> np.ndarray:
-    """Reference form of :func:`is_simple`: component labels propagated over the 26 positions."""
-    codes = np.asarray(codes, dtype=np.int64)
-    bits = ((codes[:, None] >> np.arange(26)) & 1).astype(bool)
-    # one 26-component of the vessel among the 26 neighbours
-    lab = _components(bits, _NB26)
-    n_fg = ((lab == np.arange(26)[None, :]) & bits).sum(1)
-    # one 6-component of background in the 18-neighbourhood that touches a face neighbour
-    bg = ~bits & _IN18[None, :]
-    lab_bg = _components(bg, _NB6_IN18)
-    face = np.sort(lab_bg[:, _FACE].astype(np.int16), axis=1)
-    distinct = (face[:, :1] < 99).astype(np.int64).ravel() + (
-        (face[:, 1:] != face[:, :-1]) & (face[:, 1:] < 99)
-    ).sum(1)
-    return (n_fg == 1) & (distinct == 1)
 
 
 def _adjacency_bits(table: np.ndarray) -> list[int]:
@@ -129,8 +99,8 @@ def is_simple(codes: np.ndarray) -> np.ndarray:
     The neighbourhood is a 26-bit set; a component is grown from one member by OR-ing the
     neighbour masks of its bits (four 256-entry tables, one per byte), for all codes at once. The
     vessel must be one 26-component, and the background in the 18-neighbourhood must have exactly
-    one 6-component that touches a face neighbour. Same answers as the label-propagation form,
-    about 35x faster.
+    one 6-component that touches a face neighbour. Same answers as propagating component labels
+    over the 26 positions (the reference in the tests), about 35x faster.
     """
     x = np.asarray(codes, dtype=np.int64)
     fg = _grow(x & -x, x, _GROW26)
@@ -153,10 +123,7 @@ class _SimpleTable:
             self.simple = np.zeros(1 << 23, np.uint8)
         byte, bit = codes >> 3, (codes & 7).astype(np.uint8)
         known = (self.known[byte] >> bit) & 1
-        todo = codes[known == 0]
-        if todo.size:
-            todo = np.sort(todo)
-            todo = todo[np.concatenate([[True], todo[1:] != todo[:-1]])]
+        todo = unique_ints(codes[known == 0])
         if todo.size:
             val = is_simple(todo)
             tb, tbit = todo >> 3, (todo & 7).astype(np.uint8)
