@@ -90,8 +90,6 @@ def run(args) -> dict:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda but CUDA is not available")
     sets, meta = load_sets(Path(args.data) / "trees.pt")
-    # caches made before the fix still hold the unit-cube VesselVAE p10 copies: leave them out
-    sets = {k: [t for t in v if not _unit_box(t)] for k, v in sets.items()}
     config = getattr(VeTTAConfig, args.config)()
     train_trees = sets["train"][: args.max_train] if args.max_train else sets["train"]
     # records first: the worker processes fork before CUDA is initialised
@@ -247,10 +245,6 @@ def run(args) -> dict:
     (out / "gpu_vetta.json").write_text(json.dumps(results, indent=2))
     (out / "gpu_vetta.md").write_text(table + "\n")
     return results
-
-
-def _unit_box(tree) -> bool:
-    return str(tree.meta.get("source", "")).startswith("vesselvae:p10")
 
 
 def _conv_baseline() -> dict:

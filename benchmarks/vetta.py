@@ -272,11 +272,6 @@ def run(args) -> dict:
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     sets, meta = load_sets(REPO / ".cache" / "gpu_vetta" / "trees.pt")
-    # caches made before the fix still hold the unit-cube VesselVAE p10 copies: leave them out
-    sets = {
-        k: [t for t in v if not str(t.meta.get("source", "")).startswith("vesselvae:p10")]
-        for k, v in sets.items()
-    }
     model = VeTTA.from_pretrained(args.checkpoint, device=dev)
     prev = None
     if args.conv_from:

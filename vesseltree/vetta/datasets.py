@@ -276,6 +276,11 @@ def save_sets(path: str | os.PathLike, sets: dict[str, list[CanonicalTree]], met
 
 
 def load_sets(path: str | os.PathLike) -> tuple[dict[str, list[CanonicalTree]], dict]:
+    """Tree sets written by :func:`save_sets`.
+
+    Caches written before the unit-cube ``p10`` VesselVAE copies were left out still hold them;
+    they are dropped here (and ``meta["counts"]`` recounted), so every reader sees the same sets.
+    """
     import json
 
     try:
@@ -283,7 +288,10 @@ def load_sets(path: str | os.PathLike) -> tuple[dict[str, list[CanonicalTree]], 
         meta = json.loads(raw.pop("meta"))
     except Exception as exc:  # noqa: BLE001 - any failure here means a bad cache file
         raise FileFormatError(f"cannot read VeTTA tree sets {str(path)!r}: {exc}") from exc
-    return {k: unpack_trees(v) for k, v in raw.items()}, meta
+    sets = {k: [t for t in unpack_trees(v) if not _unit_box_tree(t)] for k, v in raw.items()}
+    if "counts" in meta:
+        meta["counts"] = {k: len(v) for k, v in sets.items()}
+    return sets, meta
 
 
 def prepare(
@@ -308,11 +316,7 @@ def prepare(
     key = f"trees_s{seed}_n{n_synthetic}_t{tubetk_per_mask}_{'real' if data_dir else 'synth'}.pt"
     path = cache / key
     if path.is_file() and not refresh:
-        sets, meta = load_sets(path)
-        # caches written before the unit-cube p10 files were left out still hold them
-        sets = {k: [t for t in v if not _unit_box_tree(t)] for k, v in sets.items()}
-        meta["counts"] = {k: len(v) for k, v in sets.items()}
-        return sets, meta
+        return load_sets(path)
     synth = synthetic_trees(n_synthetic, seed=seed)
     synth_val = synthetic_trees(max(4, n_synthetic // 20), seed=seed + 9973)
     sets: dict[str, list[CanonicalTree]] = {"train": list(synth), "val_synthetic": synth_val}
