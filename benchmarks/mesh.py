@@ -8,8 +8,8 @@ Methods on the same inputs, each checked on its STL as read back from disk:
 - ``MC on mask``: plain marching cubes on the voxelised mask (0.5 mm, a typical image grid);
 - ``brute force``: every voxel against every cone (same field, same grid), on a subtree only.
 
-Synthetic trees: one :func:`vesseltree.synth.random_tree` each, grown with :data:`SYNTH` (the
-coronary preset with a thicker inlet, less taper and wider forks, so that the radius budget
+Synthetic trees: one :func:`vesseltree.synth.random_tree` each, grown with the ``"large"`` preset
+(a thicker inlet, less taper and wider forks than the coronary preset, so that the radius budget
 allows thousands of branches and no tube is thinner than a 0.25 mm grid resolves).
 
 Surface error: distance of face centroids (and vertices) to the exact round-cone union
@@ -36,23 +36,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
-
-
-#: random_tree overrides for the synthetic cases (see the module docstring)
-SYNTH = dict(
-    root_radius_mm=3.0,
-    root_radius_sd_mm=0.0,
-    min_radius_mm=0.25,
-    taper_range=(0.0, 0.03),
-    exponent_range=(2.7, 3.0),
-    asymmetry_range=(0.6, 1.0),
-    angle_mean_deg=90.0,
-    angle_range_deg=(60.0, 150.0),
-    tortuosity_range=(1.02, 1.15),
-    length_ratio_range=(5.0, 12.0),
-    length_range_mm=(2.0, 30.0),
-    collision_margin_mm=0.5,
-)
 
 
 def measure(fn, *, traced: bool = True):
@@ -274,7 +257,7 @@ def main(argv=None) -> int:
     trees = {}
     for seed, nb, r_in in sizes:
         t0 = time.perf_counter()
-        g = random_tree(seed=seed, n_branches=nb, **{**SYNTH, "root_radius_mm": r_in})
+        g = random_tree(seed=seed, n_branches=nb, preset="large", root_radius_mm=r_in)
         trees[f"synth {nb - 1}"] = g
         notes.append(
             f"- synth tree seed {seed}, n_branches={nb}, inlet {r_in} mm: {len(g.branches)} branches, "

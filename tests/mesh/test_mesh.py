@@ -482,23 +482,9 @@ def test_narrow_forks_are_genus_0():
 def test_synthetic_trees_are_genus_0_after_stl(tmp_path):
     from vesseltree.synth import random_tree
 
-    kw = dict(
-        root_radius_mm=3.0,
-        root_radius_sd_mm=0.0,
-        min_radius_mm=0.25,
-        taper_range=(0.0, 0.03),
-        exponent_range=(2.7, 3.0),
-        asymmetry_range=(0.6, 1.0),
-        angle_mean_deg=90.0,
-        angle_range_deg=(60.0, 150.0),
-        tortuosity_range=(1.02, 1.15),
-        length_ratio_range=(5.0, 12.0),
-        length_range_mm=(2.0, 30.0),
-        collision_margin_mm=0.5,
-    )
     plain_genus = []
     for seed in (0, 11, 13):
-        g = random_tree(seed=seed, n_branches=101, **kw)
+        g = random_tree(seed=seed, n_branches=101, preset="large")
         m = from_graph(g, voxel_size=0.25)
         st = m.metadata["vesseltree"]
         assert (st["bodies"], st["genus"]) == (1, 0), (seed, st["bodies"], st["genus"])
