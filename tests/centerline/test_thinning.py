@@ -77,3 +77,55 @@ def test_simple_points_by_hand():
     assert is_simple(np.array([_code(below)]))[0]
     # inside a plate one voxel thick: removing it punches a hole (a tunnel)
     assert not is_simple(np.array([_code(side)]))[0]
+
+
+def _lookup(table: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    return ((table[codes >> 3] >> (codes & 7)) & 1).astype(bool)
+
+
+def test_shipped_table_matches_the_test():
+    """The packaged bit table over all 2^26 codes is the vectorised test's answers."""
+    from vesseltree.centerline.thinning import load_table
+
+    table = load_table()
+    rng = np.random.default_rng(1)
+    few = np.array([sum(1 << b for b in c) for k in range(4) for c in combinations(range(26), k)])
+    codes = np.concatenate(
+        [few, ((1 << 26) - 1) ^ few, rng.integers(0, 1 << 26, 400_000, dtype=np.int64)]
+    )
+    assert np.array_equal(_lookup(table, codes), is_simple(codes))
+
+
+def test_damaged_table_is_refused_and_the_thinning_falls_back(tmp_path, monkeypatch, caplog):
+    import lzma
+
+    import pytest
+
+    from vesseltree.centerline import thinning
+
+    bad = tmp_path / "simple26.bits.xz"
+    raw = bytearray(lzma.decompress(thinning.TABLE_FILE.read_bytes()))
+    raw[12345] ^= 0x10
+    bad.write_bytes(lzma.compress(bytes(raw)))
+    with pytest.raises(ValueError, match="corrupt"):
+        thinning.load_table(bad)
+    (tmp_path / "junk.xz").write_bytes(b"not lzma")
+    monkeypatch.setattr(thinning, "TABLE_FILE", tmp_path / "junk.xz")
+    monkeypatch.setattr(thinning.load_table, "__defaults__", (tmp_path / "junk.xz",))
+    fresh = thinning._SimpleTable()
+    codes = np.random.default_rng(2).integers(0, 1 << 26, 5_000, dtype=np.int64)
+    with caplog.at_level("WARNING"):
+        got = fresh(codes)
+    assert "on demand" in caplog.text
+    assert np.array_equal(got, is_simple(codes))
+    # the thinning itself gives the same skeleton either way
+    box = np.zeros((12, 12, 30), bool)
+    box[3:9, 3:9, 2:28] = True
+    from scipy import ndimage
+
+    dist = ndimage.distance_transform_edt(box)
+    monkeypatch.setattr(thinning, "_TABLE", fresh)
+    slow = thinning.thin(box, dist, 0.5)
+    monkeypatch.undo()
+    assert np.array_equal(slow, thinning.thin(box, dist, 0.5))
+    assert 20 <= slow.sum() <= 30  # a curve along the bar

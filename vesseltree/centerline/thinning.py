@@ -8,8 +8,9 @@ simple points of one sub-field at once cannot change the topology. A voxel with 
 26-neighbour is a curve end and is kept, which yields a curve skeleton.
 
 Simplicity (26-connectivity for the vessel, 6 for the background; Bertrand & Malandain 1994) is
-decided from the 26-neighbourhood as a 26-bit code. Codes are evaluated in batches, vectorised, the
-first time they are met, and remembered in a bit table shared by all calls (16 MB at most).
+decided from the 26-neighbourhood as a 26-bit code, looked up in a bit table over all 2^26 codes
+(8 MB in memory, 10 kB compressed) that ships with the package and is built by :func:`build_table`
+from the vectorised test :func:`is_simple`.
 
 We write this ourselves because scikit-image's 3D thinning deletes straight axis-aligned tubes
 thicker than about 6 voxels entirely (scikit-image issue #3757).
@@ -17,13 +18,16 @@ thicker than about 6 voxels entirely (scikit-image issue #3757).
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import lzma
+from pathlib import Path
 
 import numpy as np
 
 from .cleanup import unique_ints
 
-__all__ = ["thin", "is_simple"]
+__all__ = ["thin", "is_simple", "build_table", "load_table"]
 
 log = logging.getLogger(__name__)
 
@@ -110,25 +114,67 @@ def is_simple(codes: np.ndarray) -> np.ndarray:
     return (x != 0) & (fg == x) & (face != 0) & ((face & ~comp) == 0)
 
 
+TABLE_FILE = Path(__file__).with_name("simple26.bits.xz")
+TABLE_SHA256 = "3699e69a8cb5558afbae8c5420e3269555ec2b6fd4568e53509a57762a8baa6b"
+
+
+def build_table(path: str | Path = TABLE_FILE, chunk: int = 1 << 22) -> Path:
+    """Evaluate :func:`is_simple` on all 2^26 codes and write the bit table (LZMA, ~10 kB).
+
+    Little-endian bit order: bit ``c & 7`` of byte ``c >> 3`` is code ``c``. Takes about 30 s;
+    the file ships with the package (``python -m vesseltree.centerline.thinning`` rebuilds it).
+    """
+    from .._atomic import write_bytes_atomic
+
+    parts = []
+    for start in range(0, 1 << 26, chunk):
+        codes = np.arange(start, start + chunk, dtype=np.int64)
+        parts.append(np.packbits(is_simple(codes), bitorder="little"))
+    data = lzma.compress(np.concatenate(parts).tobytes(), preset=9)
+    write_bytes_atomic(path, data)
+    return Path(path)
+
+
+def load_table(path: str | Path = TABLE_FILE) -> np.ndarray:
+    """The shipped bit table of simple codes, (2^23,) uint8; checked against its SHA-256."""
+    raw = lzma.decompress(Path(path).read_bytes())
+    if len(raw) != 1 << 23 or hashlib.sha256(raw).hexdigest() != TABLE_SHA256:
+        raise ValueError(f"{path}: not the simple-point table this version expects (corrupt?)")
+    return np.frombuffer(raw, np.uint8)
+
+
 class _SimpleTable:
-    """Bit tables over all 2^26 codes: known / simple, filled on demand."""
+    """Bit table over all 2^26 codes: read from the shipped file on first use (~15 ms).
+
+    Where the file is missing or damaged, codes are evaluated on demand instead (in batches, the
+    first time they are met) and remembered, with a warning: same answers, slower first calls.
+    """
 
     def __init__(self):
         self.known = None
         self.simple = None
 
-    def __call__(self, codes: np.ndarray) -> np.ndarray:
-        if self.known is None:
+    def _load(self) -> None:
+        try:
+            self.simple = load_table()
+            self.known = None
+        except (OSError, ValueError, lzma.LZMAError) as err:
+            log.warning("simple-point table unavailable (%s); evaluating codes on demand", err)
             self.known = np.zeros(1 << 23, np.uint8)
             self.simple = np.zeros(1 << 23, np.uint8)
+
+    def __call__(self, codes: np.ndarray) -> np.ndarray:
+        if self.simple is None:
+            self._load()
         byte, bit = codes >> 3, (codes & 7).astype(np.uint8)
-        known = (self.known[byte] >> bit) & 1
-        todo = unique_ints(codes[known == 0])
-        if todo.size:
-            val = is_simple(todo)
-            tb, tbit = todo >> 3, (todo & 7).astype(np.uint8)
-            np.bitwise_or.at(self.known, tb, (1 << tbit).astype(np.uint8))
-            np.bitwise_or.at(self.simple, tb[val], (1 << tbit[val]).astype(np.uint8))
+        if self.known is not None:
+            known = (self.known[byte] >> bit) & 1
+            todo = unique_ints(codes[known == 0])
+            if todo.size:
+                val = is_simple(todo)
+                tb, tbit = todo >> 3, (todo & 7).astype(np.uint8)
+                np.bitwise_or.at(self.known, tb, (1 << tbit).astype(np.uint8))
+                np.bitwise_or.at(self.simple, tb[val], (1 << tbit[val]).astype(np.uint8))
         return ((self.simple[byte] >> bit) & 1).astype(bool)
 
 
@@ -195,3 +241,7 @@ def thin(box: np.ndarray, dist: np.ndarray, band: float) -> np.ndarray:
             dirty[nb_rows[nb_rows >= 0]] = True
             cand = np.flatnonzero(kept & dirty)
     return alive
+
+
+if __name__ == "__main__":
+    print(build_table())
