@@ -206,7 +206,9 @@ def _resample(g: SkeletonGraph, spacing_mm: float):
         r = np.concatenate([[g.node_r[b.u]], b.r, [g.node_r[b.v]]])
         seg = np.linalg.norm(np.diff(poly, axis=0), axis=1)
         s = np.concatenate([[0.0], np.cumsum(seg)])
-        n_seg = max(1, int(round(s[-1] / spacing_mm)))
+        # rounded half up, a hair early: voxel-path lengths often sit exactly on .5, where a
+        # rounding error of the affine would otherwise decide the node count
+        n_seg = max(1, int(np.floor(s[-1] / spacing_mm + 0.5 + 1e-6)))
         if b.u == b.v:
             n_seg = max(n_seg, 3)
         elif pairs[(min(b.u, b.v), max(b.u, b.v))] > 1:
@@ -341,7 +343,9 @@ def extract_graph(
     boundary = BoundaryTree(mask, fg, affine)
     fg_ijk = fg.ijk
     fg_dist = boundary.distance(fg_ijk @ affine[:3, :3].T + affine[:3, 3])
-    skel = skeletonize_components(fg, labels, n_comp, fg_dist, 0.5 * float(spacing_mm.min()))
+    skel = skeletonize_components(
+        fg, labels, n_comp, fg_dist, 0.5 * float(spacing_mm.min()), affine[:3, :3]
+    )
     t_skel = time.perf_counter()
     r_skel = fg_dist[fg.lookup(skel)]
     g = build_skeleton_graph(skel, mask.shape, affine, r_skel)

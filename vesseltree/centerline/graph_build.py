@@ -21,7 +21,7 @@ from scipy.sparse.csgraph import connected_components
 
 from .cleanup import SparseMask, sparse_adjacency, unique_ints
 
-__all__ = ["Branch", "SkeletonGraph", "build_skeleton_graph"]
+__all__ = ["Branch", "SkeletonGraph", "build_skeleton_graph", "canonical_order"]
 
 log = logging.getLogger(__name__)
 
@@ -225,4 +225,55 @@ def build_skeleton_graph(
         node_of[v] = g.add_node(world[v], radius[v])
         visited[v] = True
         walk(int(v), int(indices[indptr[v]]))
-    return g
+    return canonical_order(g)
+
+
+def _world_key(points: np.ndarray) -> np.ndarray:
+    """Lexicographic rank of world points (rounded to a micrometre), for order-free tie breaks."""
+    q = np.round(np.asarray(points, np.float64).reshape(-1, 3), 3)
+    return np.lexsort((q[:, 2], q[:, 1], q[:, 0]))
+
+
+def canonical_order(g: SkeletonGraph) -> SkeletonGraph:
+    """Renumber nodes and branches by world position, so that nothing depends on storage order.
+
+    Nodes are sorted by their world coordinates; each branch runs from its lower to its higher
+    node (a closed loop from its lexicographically first point, at which a loop with no other
+    branch gets its node); branches are sorted by their end nodes, then by their middle point.
+    Pruning and refinement break ties by these indices, so a flipped or permuted copy of a mask
+    (same world voxels) yields the same graph.
+    """
+    n = len(g.node_pos)
+    if n == 0:
+        return g
+    pos = np.asarray(g.node_pos)
+    inc = g.incidence()
+    for b in g.branches:
+        if b.u == b.v and len(b.pts) and len(inc.get(b.u, ())) == 2:
+            # a closed loop alone at its node: move the node to the loop's first world point
+            ring = np.concatenate([pos[b.u][None], b.pts])
+            rr = np.concatenate([[g.node_r[b.u]], b.r])
+            first = int(_world_key(ring)[0])
+            ring, rr = np.roll(ring, -first, axis=0), np.roll(rr, -first)
+            pos[b.u], g.node_r[b.u] = ring[0], float(rr[0])
+            b.pts, b.r = ring[1:], rr[1:]
+            b.cached_length = b.cached_radius = None
+    order = _world_key(pos)
+    new_id = np.empty(n, np.int64)
+    new_id[order] = np.arange(n)
+    out = SkeletonGraph(
+        node_pos=[pos[i].copy() for i in order], node_r=[g.node_r[i] for i in order]
+    )
+    keyed = []
+    for b in g.branches:
+        if not b.alive:
+            continue
+        u, v = int(new_id[b.u]), int(new_id[b.v])
+        pts, r = b.pts, b.r
+        if u > v or (u == v and len(pts) > 1 and _world_key(pts[[0, -1]])[0] == 1):
+            u, v, pts, r = v, u, pts[::-1], r[::-1]
+        mid = np.round(pts[len(pts) // 2], 3) if len(pts) else np.zeros(3)
+        keyed.append(((u, v, len(pts), *mid.tolist()), Branch(u, v, pts, r)))
+    keyed.sort(key=lambda kb: kb[0])
+    out.branches = [b for _, b in keyed]
+    return out

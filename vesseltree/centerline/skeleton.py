@@ -18,7 +18,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from .cleanup import SparseMask, neighbour_offsets, unique_ints
-from .thinning import thin
+from .thinning import thin, world_parity
 
 __all__ = ["skeletonize_components", "BoundaryTree"]
 
@@ -26,7 +26,12 @@ log = logging.getLogger(__name__)
 
 
 def skeletonize_components(
-    fg: SparseMask, labels: np.ndarray, n: int, dist: np.ndarray, band_mm: float
+    fg: SparseMask,
+    labels: np.ndarray,
+    n: int,
+    dist: np.ndarray,
+    band_mm: float,
+    axes: np.ndarray | None = None,
 ) -> np.ndarray:
     """Skeleton voxels of every component.
 
@@ -42,6 +47,9 @@ def skeletonize_components(
         Distance of each foreground voxel to the background (the thinning order).
     band_mm : float
         Width of a distance band peeled at once.
+    axes : (3, 3) ndarray, optional
+        The affine's linear part: the thinning then numbers its sub-fields by world axes
+        (:func:`.thinning.world_parity`), so the skeleton does not depend on the storage order.
 
     Returns
     -------
@@ -65,7 +73,8 @@ def skeletonize_components(
         local = pts - lo
         box[local[:, 0], local[:, 1], local[:, 2]] = True
         dbox[local[:, 0], local[:, 1], local[:, 2]] = dist[rows]
-        got = np.argwhere(thin(box, dbox, band_mm))
+        parity = None if axes is None else world_parity(box, axes)
+        got = np.argwhere(thin(box, dbox, band_mm, parity))
         out.append(got + lo)
     skel = np.concatenate(out).astype(np.int64)
     flat = np.ravel_multi_index(tuple(skel.T), fg.shape)

@@ -27,7 +27,7 @@ import numpy as np
 
 from .cleanup import unique_ints
 
-__all__ = ["thin", "is_simple", "build_table", "load_table"]
+__all__ = ["thin", "world_parity", "is_simple", "build_table", "load_table"]
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,27 @@ class _SimpleTable:
 _TABLE = _SimpleTable()
 
 
-def thin(box: np.ndarray, dist: np.ndarray, band: float) -> np.ndarray:
+def world_parity(box: np.ndarray, axes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sub-field numbering of :func:`thin` by world axes, for a box and its affine's (3, 3) part.
+
+    Storage axis ``a`` runs along world axis ``argmax |axes[:, a]|``, forwards or backwards; its
+    parity bit is counted from the voxel before the object along that world direction and weighted
+    4, 2, 1 for world x, y, z. Flipping or permuting the storage axes (with the affine to match)
+    then leaves every voxel's sub-field, hence the peeling order, unchanged. For oblique affines
+    whose axes do not map one-to-one to world axes, the storage order is kept.
+    """
+    axes = np.asarray(axes, np.float64)
+    world = np.argmax(np.abs(axes), axis=0)
+    if len(set(world.tolist())) < 3:
+        return np.zeros(3, np.int64), np.array([4, 2, 1])
+    sign = np.sign(axes[world, np.arange(3)])
+    idx = np.argwhere(box)
+    # counted from the background voxel before the object (the padding row of a tight box)
+    origin = np.where(sign > 0, idx.min(0) - 1, idx.max(0) + 1).astype(np.int64)
+    return origin, (1 << (2 - world)).astype(np.int64)
+
+
+def thin(box: np.ndarray, dist: np.ndarray, band: float, parity: tuple | None = None) -> np.ndarray:
     """Curve skeleton of a bool volume, peeled in order of ``dist``.
 
     Parameters
@@ -192,6 +212,11 @@ def thin(box: np.ndarray, dist: np.ndarray, band: float) -> np.ndarray:
         Distance to the background at the object's voxels (mm); only read where ``box`` is set.
     band : float
         Width of a distance band (mm); voxels of one band are peeled together.
+    parity : (origin, weights), optional
+        How the eight sub-fields are numbered (they are peeled in that order): voxel ``ijk`` is in
+        sub-field ``sum(((ijk - origin) & 1) * weights)``. The default, origin 0 and weights
+        (4, 2, 1), follows the storage order; :func:`world_parity` numbers them by world axes,
+        so a flipped or permuted copy of the same mask gives the same skeleton.
 
     Returns
     -------
@@ -211,8 +236,11 @@ def thin(box: np.ndarray, dist: np.ndarray, band: float) -> np.ndarray:
     ijk = np.stack(np.unravel_index(vox, box.shape), 1)
     if np.any(ijk == 0) or np.any(ijk == shape - 1):
         raise ValueError("thin() needs one voxel of background padding on every side")
-    parity = (ijk[:, 0] & 1) * 4 + (ijk[:, 1] & 1) * 2 + (ijk[:, 2] & 1)
-    level = np.floor(d / band).astype(np.int64)
+    origin, pw = (np.zeros(3, np.int64), np.array([4, 2, 1])) if parity is None else parity
+    parity = (((ijk - np.asarray(origin, np.int64)) & 1) * np.asarray(pw, np.int64)).sum(1)
+    # distances that are exact multiples of the band (axis-aligned ones are) stay in their band
+    # when an orientation change moves them by a rounding error
+    level = np.floor(d / band + 1e-3).astype(np.int64)
     starts = np.flatnonzero(np.concatenate([[True], level[1:] != level[:-1]])) if len(level) else []
     bounds = list(starts) + [len(vox)]
     kept = np.zeros(len(vox), bool)  # tested, not removable at the time, still alive
