@@ -235,3 +235,46 @@ def test_noisy_probability_map_gives_finite_geometry():
     assert g.n_nodes > 0
     assert np.isfinite(g.positions).all() and np.isfinite(g.radii).all()
     assert (g.radii > 0).all()
+
+
+def test_branches_run_straight_from_a_wide_fork():
+    """A thinning T: two arms along the crotch, then down; straightened until they leave the
+    other branches' tubes, and only there."""
+    from vesseltree.centerline.refine import straighten_in_balls
+
+    up = [(0.0, y, 0.0) for y in np.arange(0.0, 12.1, 1.0)]
+    arms = []
+    for sx in (-1.0, 1.0):
+        run = [(sx * x, 0.0, 0.0) for x in np.arange(1.0, 4.1, 1.0)]
+        run += [(sx * 4.0, -y, 0.0) for y in np.arange(1.0, 10.1, 1.0)]
+        arms.append(run)
+    pos = np.array(up + arms[0] + arms[1])
+    n_up, n_arm = len(up), len(arms[0])
+    paths = [
+        np.arange(n_up),
+        np.concatenate([[0], n_up + np.arange(n_arm)]),
+        np.concatenate([[0], n_up + n_arm + np.arange(n_arm)]),
+    ]
+    junction = np.zeros(len(pos), bool)
+    junction[0] = True
+    radius = np.full(len(pos), 1.0)
+    radius[0] = 5.0  # the ball at the fork: the arms run inside it
+    out, moved = straighten_in_balls(pos, paths, junction, radius)
+    assert moved > 0
+    for p in paths[1:]:
+        q = out[p]
+        inside = np.zeros(len(p), bool)
+        for other in paths:
+            if other is p:
+                continue
+            d = np.linalg.norm(pos[p][:, None] - pos[other][None], axis=2)
+            inside |= (d < radius[other][None]).any(1)
+        k = int(np.argmin(inside[1:])) + 1  # the first node out of the other tubes
+        assert k >= 3
+        chord = q[k] - q[0]
+        off = np.cross(q[1:k] - q[0], chord) / np.linalg.norm(chord)
+        assert np.abs(off).max() < 1e-9  # on the chord from the junction
+        assert np.array_equal(q[k:], pos[p][k:])  # the rest untouched
+    assert np.array_equal(out[paths[0]], pos[paths[0]])  # the straight parent stays put
+    # the arms no longer run along the crotch: the first arm node has left the junction's row
+    assert out[paths[1][1], 1] < -0.2 and out[paths[2][1], 1] < -0.2

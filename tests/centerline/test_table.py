@@ -50,12 +50,11 @@ def test_extracted_y_matches_its_truth():
     t = branch_table(g).sort_values("branch_distance")
     assert len(t) == 3 and set(t["branch_type"]) == {1}
     assert t["branch_distance"].sum() == pytest.approx(g.total_length)
-    # the voxelised tubes end in round caps one radius past each tip; the extractor follows the
-    # lumen to its end, so each branch is about its truth length plus its tip radius (the
-    # junction's place shifts the split between parent and children by a little)
+    # the voxelised tubes end in round caps one radius past each tip; the extractor's tips stop
+    # about where the cap's ball sits, at the truth tips, so each branch is about its truth length
+    # (measured 15.8, 15.9, 19.3; the junction's place shifts the split by a little)
     r1, r2 = y.meta["child_radii_mm"]
-    expected = sorted([15.0 + r1, 15.0 + r2, 20.0 + 2.0])
-    assert np.allclose(t["branch_distance"], expected, atol=2.0)
+    assert np.allclose(t["branch_distance"], [15.0, 15.0, 20.0], atol=1.5)
     # the parent is straight; children bend a little into the junction (measured 1.03-1.11)
     assert np.all(t["tortuosity"] >= 1.0)
     assert t["tortuosity"].iloc[-1] < 1.02 and np.all(t["tortuosity"] < 1.2)
