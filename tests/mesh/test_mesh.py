@@ -478,6 +478,113 @@ def test_narrow_forks_are_genus_0():
     assert max(plain) > 0
 
 
+def thin_fork(offset):
+    """A fork of thin tubes (radius about one voxel at 0.25 mm) from the 5,001-branch synthetic
+    tree (seed 2): the children leave the parent at about 75 degrees, then run side by side
+    1.3-1.6 voxels apart; a lone sphere at ``-4 - offset`` mm sets where the grid falls."""
+    pos = np.array(
+        [
+            [-0.343, -0.979, 0.631],
+            [-0.252, -0.891, 0.530],
+            [-0.168, -0.818, 0.411],
+            [-0.101, -0.733, 0.290],
+            [-0.062, -0.616, 0.185],
+            [-0.055, -0.468, 0.120],
+            [-0.055, -0.309, 0.082],
+            [-0.037, -0.152, 0.045],
+            [0.000, 0.000, 0.000],
+            [-0.020, 0.121, 0.015],
+            [-0.051, 0.239, 0.037],
+            [-0.095, 0.352, 0.062],
+            [-0.144, 0.464, 0.078],
+            [-0.184, 0.580, 0.071],
+            [-0.203, 0.698, 0.040],
+            [-0.198, 0.814, -0.003],
+            [-0.178, 0.931, -0.040],
+            [-0.151, 1.050, -0.057],
+            [-0.130, 1.170, -0.041],
+            [-0.127, 1.285, 0.004],
+            [-0.143, 1.394, 0.061],
+            [-0.174, 1.500, 0.116],
+            [-0.211, 1.610, 0.158],
+            [0.072, 0.065, -0.074],
+            [0.146, 0.131, -0.146],
+            [0.222, 0.200, -0.212],
+            [0.298, 0.275, -0.271],
+            [0.369, 0.359, -0.323],
+            [0.432, 0.452, -0.370],
+            [0.484, 0.554, -0.412],
+            [0.527, 0.661, -0.453],
+            [0.565, 0.769, -0.496],
+            [0.602, 0.874, -0.545],
+            [0.645, 0.972, -0.604],
+            [0.700, 1.053, -0.676],
+            [0.769, 1.109, -0.759],
+            [0.848, 1.140, -0.847],
+        ]
+    )
+    rad = np.array(
+        [
+            0.341,
+            0.341,
+            0.340,
+            0.340,
+            0.340,
+            0.339,
+            0.339,
+            0.338,
+            0.338,
+            0.266,
+            0.266,
+            0.265,
+            0.265,
+            0.265,
+            0.264,
+            0.264,
+            0.264,
+            0.263,
+            0.263,
+            0.262,
+            0.262,
+            0.262,
+            0.261,
+            0.259,
+            0.258,
+            0.258,
+            0.258,
+            0.258,
+            0.258,
+            0.258,
+            0.258,
+            0.258,
+            0.258,
+            0.257,
+            0.257,
+            0.257,
+            0.257,
+        ]
+    )
+    # parent: nodes 0..8 (8 is the junction); children: 9..22 and 23..36
+    e = [[i, i + 1] for i in range(8)] + [[8, 9], [8, 23]]
+    e += [[i, i + 1] for i in range(9, 22)] + [[i, i + 1] for i in range(23, 36)]
+    pts = np.vstack([pos, np.full(3, -4.0) - offset])
+    return VesselGraph(pts, np.r_[rad, 0.5], e)
+
+
+def test_thin_fork_is_genus_0_wherever_the_grid_falls():
+    # the closing by tangent planes alone left a handle between these children at offset 11
+    # (the planes of tubes one voxel thick make an isolated filled sample between them); the
+    # struts across the crotch make the web between them solid
+    offsets = np.random.default_rng(0).uniform(0.0, 0.25, (12, 3))
+    got, struts = [], []
+    for off in offsets:
+        st = from_graph(thin_fork(off), voxel_size=0.25).metadata["vesseltree"]
+        got.append((st["bodies"], st["genus"]))
+        struts.append(st.get("web_struts", 0))
+    assert got == [(2, 0)] * len(offsets)
+    assert min(struts) > 0
+
+
 @pytest.mark.slow
 def test_synthetic_trees_are_genus_0_after_stl(tmp_path):
     from vesseltree.synth import random_tree

@@ -20,7 +20,10 @@ Optional terms, each keeping the field continuous (so the mesh stays watertight)
   closing of the two nearest groups, each replaced by its tangent plane at the sample; see
   :func:`closing_of_two`), optionally only between the cone/group pairs listed in
   ``close_keys``. A slit narrower than ``2 close`` is filled and a concave crease gets a fillet
-  of radius ``close``, so the grid no longer has to resolve near-tangent surfaces.
+  of radius ``close``, so the grid no longer has to resolve near-tangent surfaces. With
+  ``webs`` (round cones across the crotch of forks), every sample outside the union where the
+  closing looks (near two groups) also takes the distance to their union where it is smaller,
+  so a fork of tubes too thin for the tangent planes is still bridged by a solid web.
 """
 
 from __future__ import annotations
@@ -229,6 +232,9 @@ class FieldSpec:
     #: sorted keys ``cone * n_groups + group``: where given, a gap is closed only between a cone
     #: and a group that both list each other (see :func:`_close_gaps`)
     close_keys: np.ndarray | None = None
+    #: struts across the crotch of forks: where the closing acts, the field is also the distance
+    #: to their union (see :func:`_close_gaps`)
+    webs: Cones | None = None
 
 
 class _Pairs:
@@ -325,7 +331,16 @@ def contour(spec: FieldSpec) -> tuple[np.ndarray, np.ndarray, dict]:
     n_closed = 0
     if rho > 0:
         n_closed = _close_gaps(
-            pool, entries, cones, rho, bcoord[s_idx], origin, v, B, keys=spec.close_keys
+            pool,
+            entries,
+            cones,
+            rho,
+            bcoord[s_idx],
+            origin,
+            v,
+            B,
+            keys=spec.close_keys,
+            webs=spec.webs,
         )
         del entries
     if w > 0:
@@ -606,7 +621,9 @@ def _has(sorted_keys: np.ndarray, q: np.ndarray) -> np.ndarray:
     return sorted_keys[i] == q
 
 
-def _close_gaps(pool, entries, cones: Cones, rho: float, bc, origin, v, B, keys=None) -> int:
+def _close_gaps(
+    pool, entries, cones: Cones, rho: float, bc, origin, v, B, keys=None, webs=None
+) -> int:
     """Close gaps narrower than ``2 rho`` between different groups (branches), in place.
 
     ``pool`` holds the union's distance, one row of ``B**3`` samples per surface brick (``bc``
@@ -616,7 +633,10 @@ def _close_gaps(pool, entries, cones: Cones, rho: float, bc, origin, v, B, keys=
     the sample takes the distance to the closing of their union (:func:`closing_of_two`).
     Samples deeper than one voxel inside are left alone (no cube edge at them crosses the
     surface). With ``keys`` (sorted ``cone * n_groups + group``), only samples whose two cones
-    each list the other's group are closed. Returns how many samples moved.
+    each list the other's group are closed. With ``webs`` (struts across forks), every such
+    sample near two groups and outside the union first takes the distance to the struts where
+    it is smaller (inside samples keep their value: their sign is already right). Returns how
+    many samples moved.
     """
     if not entries:
         return 0
@@ -645,15 +665,16 @@ def _close_gaps(pool, entries, cones: Cones, rho: float, bc, origin, v, B, keys=
     u2, first2 = np.unique(lo, return_index=True)
     d2, k2 = do[first2], ko[first2]
     j1 = np.searchsorted(u1, u2)
+    near_two = u2
+    B3 = B**3
     if keys is not None:
         ng = int(cones.group.max()) + 1
         ka, kb = k1[j1].astype(np.int64), k2.astype(np.int64)
         ok = _has(keys, ka * ng + cones.group[kb]) & _has(keys, kb * ng + cones.group[ka])
         u2, d2, k2, j1 = u2[ok], d2[ok], k2[ok], j1[ok]
         if u2.size == 0:
-            return 0
+            return _add_webs(pool, near_two, webs, bc, origin, v, B)
     a = pool[u2].astype(np.float64)
-    B3 = B**3
     slot, loc = np.divmod(u2, B3)
     ijk = np.stack(np.unravel_index(loc, (B, B, B)), axis=1)
     p = origin + (bc[slot] * B + ijk) * v
@@ -666,7 +687,54 @@ def _close_gaps(pool, entries, cones: Cones, rho: float, bc, origin, v, B, keys=
     new = np.maximum(new, np.minimum(a, -rho))
     moved = new < a
     pool[u2[moved]] = new[moved].astype(np.float32)
-    return int(np.count_nonzero(moved))
+    n_web = _add_webs(pool, near_two, webs, bc, origin, v, B)
+    return int(np.count_nonzero(moved)) + n_web
+
+
+def _add_webs(pool, lin, webs, bc, origin, v, B) -> int:
+    """Samples ``lin`` outside the solid take the distance to the struts ``webs`` where it is
+    smaller (inside samples already have their sign; only their depth would change). Returns
+    how many moved."""
+    if webs is None or len(webs) == 0 or lin.size == 0:
+        return 0
+    out = lin[pool[lin] > 0]
+    if out.size == 0:
+        return 0
+    slot, loc = np.divmod(out, B**3)
+    ijk = np.stack(np.unravel_index(loc, (B, B, B)), axis=1)
+    w = _nearest_distance(origin + (bc[slot] * B + ijk) * v, webs, 0.5 * v)
+    hit = w < pool[out]
+    pool[out[hit]] = w[hit].astype(np.float32)
+    return int(np.count_nonzero(hit))
+
+
+def _nearest_distance(pts: np.ndarray, prims, reach: float) -> np.ndarray:
+    """Signed distance of ``pts`` (n, 3) to the union of ``prims`` where it is under ``reach``
+    (exact there: every primitive whose box padded by ``reach`` holds the point is evaluated);
+    ``inf`` where no box reaches. Primitives and points are binned in cubic cells of side
+    ``4 reach`` (farther points may get the exact distance to some of them, an upper bound)."""
+    lo, hi = prims.bounds(reach)
+    cell = 4.0 * float(reach)
+    origin = np.minimum(lo.min(axis=0), pts.min(axis=0)) - cell
+    c_lo = np.floor((lo - origin) / cell).astype(np.int64)
+    c_hi = np.floor((hi - origin) / cell).astype(np.int64)
+    owner, cc = _ragged_boxes(c_lo, c_hi)
+    dims = np.maximum(c_hi.max(axis=0), np.floor((pts.max(axis=0) - origin) / cell)) + 2
+    dims = dims.astype(np.int64)
+    ckey = (cc[:, 0] * dims[1] + cc[:, 1]) * dims[2] + cc[:, 2]
+    order = np.argsort(ckey, kind="stable")
+    ckey, owner = ckey[order], owner[order]
+    pc = np.floor((pts - origin) / cell).astype(np.int64)
+    pkey = (pc[:, 0] * dims[1] + pc[:, 1]) * dims[2] + pc[:, 2]
+    start = np.searchsorted(ckey, pkey, side="left")
+    cnt = np.searchsorted(ckey, pkey, side="right") - start
+    out = np.full(len(pts), np.inf)
+    n = int(cnt.sum())
+    if n:
+        pid = np.repeat(np.arange(len(pts)), cnt)
+        off = np.arange(n) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+        np.minimum.at(out, pid, prims.sdf(pts[pid], owner[start[pid] + off]))
+    return out
 
 
 def _scatter(

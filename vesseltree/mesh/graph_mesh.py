@@ -35,7 +35,13 @@ outward, as long as their gap stays under 1.5 voxels, each sample near both take
 to the closing by a ball of one voxel radius of the two tubes' tangent planes
 (:func:`vesseltree.mesh._field.closing_of_two`). The crotch becomes one contiguous fillet of
 radius one voxel, which the grid samples without tunnels; elsewhere the surface is the exact
-union. ``close=0`` turns this off.
+union. Tangent planes stand for tubes much thicker than the ball; where the tubes are about one
+voxel thin, their closing is a web thinner than a voxel that the grid again samples in patches
+(one sample filled between two children, its neighbours not: a handle). So the same runs also
+get struts (:func:`fork_webs`): round cones of radius ``min(1 voxel, r)`` from each run node's
+axis to the nearest sphere of the other branch, one per strut radius of arc, whose union is a
+web at least ``sqrt(3)`` strut radii thick across the crotch; the field takes their distance
+where the closing acts. ``close=0`` turns both off.
 """
 
 from __future__ import annotations
@@ -603,6 +609,21 @@ def fork_runs(graph: VesselGraph, gc: GraphCones, tau: float) -> np.ndarray:
     ndarray of int64
         Sorted keys ``cone * n_groups + group``: cone ``cone`` may be closed against ``group``.
     """
+    return _run_keys(gc.cones, _fork_pairs(graph, gc, tau))
+
+
+def _run_keys(cones: Cones, runs: list) -> np.ndarray:
+    ng = int(cones.group.max()) + 1
+    keys = [r[1].astype(np.int64) * ng + r[3] for r in runs]
+    if not keys:
+        return np.zeros(0, np.int64)
+    return np.unique(np.concatenate(keys))
+
+
+def _fork_pairs(graph: VesselGraph, gc: GraphCones, tau: float) -> list:
+    """(own group, own run cones, flip, other group, other branch's cones from the junction, the
+    nearest of these to each run cone's junction-side end, the gap there) for every ordered
+    pair of branches meeting at a junction (see :func:`fork_runs`)."""
     cones = gc.cones
     n_path = len(cones) if gc.n_path is None else gc.n_path
     grp = cones.group[:n_path]
@@ -620,37 +641,129 @@ def fork_runs(graph: VesselGraph, gc: GraphCones, tau: float) -> np.ndarray:
         for end, flip in ((path[0], False), (path[-1], True)):
             if deg[end] >= 3 and not (flip and path[0] == path[-1]):
                 arms.setdefault(int(end), []).append((bid, own[::-1] if flip else own, flip))
-    keys = []
+    out = []
+    ends_b = cones.b
     for node_arms in arms.values():
         for x in range(len(node_arms)):
             for y in range(x + 1, len(node_arms)):
                 (ga, ca, fa), (gb, cb, fb) = node_arms[x], node_arms[y]
                 if ga == gb:
                     continue
-                for g_oth, c_own, f_own, c_oth in ((gb, ca, fa, cb), (ga, cb, fb, ca)):
-                    run = _run_from_junction(cones, c_own, f_own, c_oth, tau)
-                    keys.append(run.astype(np.int64) * ng + g_oth)
-    if not keys:
-        return np.zeros(0, np.int64)
-    return np.unique(np.concatenate(keys))
+                for g_own, g_oth, c_own, f_own, c_oth in (
+                    (ga, gb, ca, fa, cb),
+                    (gb, ga, cb, fb, ca),
+                ):
+                    run, near, gap = _run_from_junction(cones, c_own, f_own, c_oth, tau, ends_b)
+                    out.append((g_own, run, f_own, g_oth, c_oth, near, gap))
+    return out
 
 
-def _run_from_junction(cones: Cones, c_own, flip: bool, c_oth, tau: float) -> np.ndarray:
+def _nearest_spheres(cones: Cones, k: np.ndarray, p: np.ndarray):
+    """The sphere swept by cone ``k`` that holds the cone's point nearest to ``p``: centres
+    (n, 3) and radii (n,) (its distance at ``p`` equals the cone's)."""
+    a, u = cones.a[k], cones.u[k]
+    q = p - a
+    x = np.einsum("ij,ij->i", q, u)
+    y = np.sqrt(np.maximum(np.einsum("ij,ij->i", q, q) - x * x, 0.0))
+    s, c, h = cones.s[k], cones.c[k], cones.h[k]
+    xi = np.clip(x - s * y / np.maximum(c, 1e-12), 0.0, h)
+    return a + u * xi[:, None], cones.ra[k] - s * xi
+
+
+def fork_webs(graph: VesselGraph, gc: GraphCones, tau: float, width: float) -> Cones | None:
+    """Round cones ("struts") that join two branches across the crotch of a fork.
+
+    Along the run of each branch (:func:`fork_runs`), from about where its surface leaves the
+    other branch's (gap above ``-width``), a strut of radius ``min(width, r_own, r_other)``
+    joins the sphere of the branch's axis to the nearest sphere of the other branch, from inside
+    one tube to inside the other (each end sphere internally tangent to its tube's sphere).
+    Struts are placed one per ``min(width, r)`` of arc along the run, so consecutive ones
+    overlap and the crotch is bridged by one web at least ``sqrt(3)`` strut radii thick up to the
+    end of the run: where the branches are about as thin as the closing ball, the closing of
+    their tangent planes (:func:`vesseltree.mesh._field.closing_of_two`) is a web thinner than
+    the grid resolves, and fills only in patches. The field takes the struts into account where
+    the fork closing acts (``FieldSpec.webs``). None where no run has a strut.
+    """
+    return _fork_webs(gc.cones, _fork_pairs(graph, gc, tau), width)
+
+
+def _fork_webs(cones: Cones, runs: list, width: float) -> Cones | None:
+    runs = [r for r in runs if r[1].size]
+    if not runs:
+        return None
+    sizes = np.array([r[1].size for r in runs])
+    starts = np.cumsum(sizes) - sizes
+    pid = np.repeat(np.arange(len(runs)), sizes)
+    run = np.concatenate([r[1] for r in runs])
+    flip = np.repeat(np.array([r[2] for r in runs], bool), sizes)
+    g_own = np.repeat(np.array([r[0] for r in runs], np.int64), sizes)
+    # the other branch's cone nearest to each run cone's junction-side end, and to its far end
+    near = [r[4][r[5]] for r in runs]
+    kb0 = np.concatenate(near)
+    kb1 = np.concatenate([np.r_[k[1:], k[-1:]] for k in near])
+    gap = np.concatenate([r[6] for r in runs])
+    ends_b = cones.b[run]
+    a = np.where(flip[:, None], ends_b, cones.a[run])
+    b = np.where(flip[:, None], cones.a[run], ends_b)
+    r0 = np.where(flip, cones.rb[run], cones.ra[run])
+    r1 = np.where(flip, cones.ra[run], cones.rb[run])
+    length = np.linalg.norm(b - a, axis=1)
+    # from about where the surfaces part, one root per ``step = min(width, r)`` of arc (struts
+    # of radius r overlap with a waist of sqrt(3) r at spacing r)
+    sel = gap > -width
+    if not sel.any():
+        return None
+    step = np.minimum(width, np.minimum.reduceat(np.where(sel, r0, np.inf), starts))[pid]
+    step = np.maximum(step, 0.25 * width)  # tubes kept thinner than the grid (thin='keep')
+    arc = np.cumsum(length) - length
+    arc -= arc[starts][pid]
+    arc0 = np.minimum.reduceat(np.where(sel, arc, np.inf), starts)[pid]
+    idx = np.flatnonzero(sel)
+    bins = np.floor((arc[idx] - arc0[idx]) / step[idx]).astype(np.int64)
+    _, first = np.unique(pid[idx] * (int(bins.max()) + 1) + bins, return_index=True)
+    roots = idx[first]
+    # and every ``step`` inside selected cones longer than that
+    n = np.ceil(length[idx] / step[idx]).astype(np.int64)
+    long = idx[n > 1]
+    m = n[n > 1] - 1
+    own = np.repeat(long, m)
+    t = (np.arange(own.size) - np.repeat(np.cumsum(m) - m, m) + 1) / np.repeat(m + 1, m)
+    at = np.concatenate([roots, own])
+    tt = np.concatenate([np.zeros(roots.size), t])
+    x = a[at] + (b - a)[at] * tt[:, None]
+    rx = r0[at] + (r1 - r0)[at] * tt
+    # nearest of the two candidate cones of the other branch
+    c0, c1 = kb0[at], kb1[at]
+    use1 = cones.sdf(x, c1) < cones.sdf(x, c0)
+    cb, rb = _nearest_spheres(cones, np.where(use1, c1, c0), x)
+    r = np.minimum(width, np.minimum(rx, rb))
+    e = cb - x
+    e /= np.maximum(np.linalg.norm(e, axis=1), 1e-12)[:, None]
+    pa = x + e * (rx - r)[:, None]
+    pb = cb - e * (rb - r)[:, None]
+    return Cones.build(pa, pb, r, r, g_own[at])
+
+
+def _run_from_junction(cones: Cones, c_own, flip: bool, c_oth, tau: float, ends_b=None):
     """Cones of ``c_own`` (ordered from the junction; ``flip``: each cone's end ``b`` is the one
     nearer the junction) from the first up to the one whose far end is more than ``tau`` from
-    the cones ``c_oth`` (inclusive)."""
+    the cones ``c_oth`` (inclusive); with, per cone of the run, the position in ``c_oth`` of the
+    cone nearest to its junction-side end and the surface gap there."""
     for m in (64, len(c_own)):
         cc = c_own[:m]
         if flip:
-            p, r = cones.b[cc], cones.rb[cc]
+            p, r = (cones.b if ends_b is None else ends_b)[cc], cones.rb[cc]
         else:
             p, r = cones.a[cc], cones.ra[cc]
         k = np.tile(c_oth, len(p))
-        d = cones.sdf(np.repeat(p, len(c_oth), 0), k).reshape(len(p), len(c_oth)).min(1) - r
-        over = np.flatnonzero(d > tau)
+        d = cones.sdf(np.repeat(p, len(c_oth), 0), k).reshape(len(p), len(c_oth))
+        j = np.argmin(d, axis=1)
+        gap = d[np.arange(len(p)), j] - r
+        over = np.flatnonzero(gap > tau)
         if over.size or m >= len(c_own):
-            return cc[: int(over[0]) if over.size else len(cc)]
-    return c_own
+            n = int(over[0]) if over.size else len(cc)
+            return cc[:n], j[:n], gap[:n]
+    return c_own[:0], np.zeros(0, np.int64), np.zeros(0)
 
 
 def _contour_graph(
@@ -676,9 +789,12 @@ def _contour_graph(
     rho = CLOSE_VOXELS * voxel if close is None else close
     if blend > 0 or graph is None:
         rho = 0.0
-    keys = None
+    keys = webs = None
     if rho > 0:
-        keys = fork_runs(graph, gc, RUN_GAP_VOXELS * voxel)
+        runs = _fork_pairs(graph, gc, RUN_GAP_VOXELS * voxel)
+        keys = _run_keys(gc.cones, runs)
+        webs = _fork_webs(gc.cones, runs, rho)
+        pre["web_struts"] = 0 if webs is None else len(webs)
         pre["t_fork_runs"] = time.perf_counter() - t0
     spec = FieldSpec(
         cones=gc.cones,
@@ -689,6 +805,7 @@ def _contour_graph(
         brick=brick,
         close=rho,
         close_keys=keys,
+        webs=webs,
     )
     verts, faces, stats = contour(spec)
     stats.update(pre)
