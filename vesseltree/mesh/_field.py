@@ -711,10 +711,22 @@ def _add_webs(pool, lin, webs, bc, origin, v, B) -> int:
 def _nearest_distance(pts: np.ndarray, prims, reach: float) -> np.ndarray:
     """Signed distance of ``pts`` (n, 3) to the union of ``prims`` where it is under ``reach``
     (exact there: every primitive whose box padded by ``reach`` holds the point is evaluated);
-    ``inf`` where no box reaches. Primitives and points are binned in cubic cells of side
-    ``4 reach`` (farther points may get the exact distance to some of them, an upper bound)."""
+    ``inf`` where no box reaches. Binned in cubic cells of side ``4 reach``."""
+    return binned_distance(pts, prims, reach=reach, cell=4.0 * float(reach))
+
+
+def binned_distance(
+    pts: np.ndarray, prims, *, reach: float, cell: float, chunk: int = 4_000_000
+) -> np.ndarray:
+    """Signed distance of ``pts`` (n, 3) to the union of ``prims`` (anything with ``bounds`` and
+    ``sdf``, e.g. :class:`Cones`), exact wherever the union lies within ``reach`` of the point.
+
+    Primitive boxes (padded by ``reach``) and points are binned in cubic cells of side ``cell``;
+    a point is evaluated against every primitive listed in its cell (farther ones may add the
+    exact distance to some of them, an upper bound), ``inf`` where none is. Work is done in
+    chunks of about ``chunk`` point-primitive pairs.
+    """
     lo, hi = prims.bounds(reach)
-    cell = 4.0 * float(reach)
     origin = np.minimum(lo.min(axis=0), pts.min(axis=0)) - cell
     c_lo = np.floor((lo - origin) / cell).astype(np.int64)
     c_hi = np.floor((hi - origin) / cell).astype(np.int64)
@@ -729,10 +741,16 @@ def _nearest_distance(pts: np.ndarray, prims, reach: float) -> np.ndarray:
     start = np.searchsorted(ckey, pkey, side="left")
     cnt = np.searchsorted(ckey, pkey, side="right") - start
     out = np.full(len(pts), np.inf)
-    n = int(cnt.sum())
-    if n:
-        pid = np.repeat(np.arange(len(pts)), cnt)
-        off = np.arange(n) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+    ends = np.cumsum(cnt)
+    cuts = np.searchsorted(ends, np.arange(chunk, int(ends[-1]) if len(ends) else 0, chunk))
+    bounds = np.unique(np.concatenate([[0], cuts + 1, [len(pts)]]))
+    for s0, s1 in zip(bounds[:-1], bounds[1:]):
+        n = int(cnt[s0:s1].sum())
+        if n == 0:
+            continue
+        c = cnt[s0:s1]
+        pid = np.repeat(np.arange(s0, s1), c)
+        off = np.arange(n) - np.repeat(np.cumsum(c) - c, c)
         np.minimum.at(out, pid, prims.sdf(pts[pid], owner[start[pid] + off]))
     return out
 

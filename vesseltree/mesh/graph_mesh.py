@@ -275,45 +275,13 @@ def exact_distance(
     by ``reach`` holds the point is evaluated); elsewhere ``+reach`` or more. Points and cones
     are binned in cubic cells of ``cell`` mm (default: about the median cone box).
     """
-    from ._field import _ragged_boxes
+    from ._field import binned_distance
 
     pts = np.asarray(points, np.float64).reshape(-1, 3)
-    lo, hi = cones.bounds(reach)
     if cell is None:
+        lo, hi = cones.bounds(reach)
         cell = float(max(np.median(hi - lo), 0.5))
-    origin = np.minimum(lo.min(0), pts.min(0)) - cell
-    c_lo = np.floor((lo - origin) / cell).astype(np.int64)
-    c_hi = np.floor((hi - origin) / cell).astype(np.int64)
-    owner, cc = _ragged_boxes(c_lo, c_hi)
-    dims = np.maximum(c_hi.max(0), np.floor((pts.max(0) - origin) / cell).astype(np.int64)) + 2
-    ckey = (cc[:, 0] * dims[1] + cc[:, 1]) * dims[2] + cc[:, 2]
-    order = np.argsort(ckey, kind="stable")
-    ckey, owner = ckey[order], owner[order]
-    pc = np.floor((pts - origin) / cell).astype(np.int64)
-    pkey = (pc[:, 0] * dims[1] + pc[:, 1]) * dims[2] + pc[:, 2]
-    start = np.searchsorted(ckey, pkey, side="left")
-    stop = np.searchsorted(ckey, pkey, side="right")
-    cnt = stop - start
-    out = np.full(len(pts), np.inf)
-    ends = np.cumsum(cnt)
-    for s0, s1 in _chunks(ends, 4_000_000):
-        n = int(cnt[s0:s1].sum())
-        if n == 0:
-            continue
-        pid = np.repeat(np.arange(s0, s1), cnt[s0:s1])
-        off = np.arange(n) - np.repeat(np.cumsum(cnt[s0:s1]) - cnt[s0:s1], cnt[s0:s1])
-        k = owner[start[pid] + off]
-        np.minimum.at(out, pid, cones.sdf(pts[pid], k))
-    return np.minimum(out, np.maximum(out, reach))
-
-
-def _chunks(ends: np.ndarray, size: int):
-    """(start, stop) row ranges whose cumulative counts ``ends`` grow by about ``size`` each."""
-    if len(ends) == 0:
-        return []
-    cuts = np.searchsorted(ends, np.arange(size, int(ends[-1]), size), side="left")
-    b = np.unique(np.concatenate([[0], cuts + 1, [len(ends)]]))
-    return [(int(a), int(c)) for a, c in zip(b[:-1], b[1:]) if c > a]
+    return binned_distance(pts, cones, reach=reach, cell=cell)
 
 
 def compensate_chords(
