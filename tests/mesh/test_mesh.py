@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+import shapes
 
 from vesseltree import VesselGraph, Volume
 from vesseltree.errors import EmptyInputError, FileFormatError, InvalidInputError
@@ -31,17 +32,7 @@ def segment(length=10.0, r=1.0):
 
 def y_tree():
     """A rooted Y with tapering branches and several nodes per branch."""
-    pts = [[0, 0, 0], [0, 0, 3], [0, 0, 6]]
-    rad = [1.2, 1.15, 1.1]
-    edges = [[0, 1], [1, 2]]
-    for sign in (1, -1):
-        prev = 2
-        for k in range(1, 4):
-            pts.append([sign * 1.6 * k, 0.3 * k, 6 + 2.0 * k])
-            rad.append(0.8 - 0.05 * k)
-            edges.append([prev, len(pts) - 1])
-            prev = len(pts) - 1
-    return VesselGraph(np.array(pts, float), rad, edges, root=0)
+    return shapes.y_tree()
 
 
 def loop_graph():

@@ -309,7 +309,10 @@ def wall_thickness(vertices, faces, *, n_rays: int = 2000, seed: int = 0) -> flo
     """Smallest distance (mm) from a face centroid, inward along its normal, to the next face.
 
     Uses ``n_rays`` faces drawn at random (all faces where there are fewer); candidates for
-    each ray are the faces near points marched along it, then an exact ray-triangle test.
+    each ray are the faces near points marched along it, then an exact ray-triangle test. The
+    ray follows the face's smoothed normal (the sum of its three vertices' area-weighted
+    normals): a sliver's own normal can tilt tens of degrees off the surface's and would
+    measure a chord, not the wall.
     """
     from scipy.spatial import cKDTree
 
@@ -327,7 +330,15 @@ def wall_thickness(vertices, faces, *, n_rays: int = 2000, seed: int = 0) -> flo
     if pick.size > n_rays:
         pick = rng.choice(pick, n_rays, replace=False)
     origin = cen[pick]
-    direction = -nrm[pick] / nn[pick, None]
+    # area-weighted vertex normals (the cross product is twice the area times the normal)
+    vn = np.zeros_like(v)
+    for k in range(3):
+        np.add.at(vn, f[:, k], nrm)
+    smooth = vn[f[pick]].sum(1)
+    sn = np.linalg.norm(smooth, axis=1)
+    smooth = np.where(sn[:, None] > 0, smooth / np.maximum(sn, 1e-300)[:, None], 0.0)
+    flat = nrm[pick] / nn[pick, None]
+    direction = -np.where(sn[:, None] > 0, smooth, flat)
     reach = float(
         np.max(np.linalg.norm(tri - cen[:, None, :], axis=2))
     )  # largest circumradius bound
