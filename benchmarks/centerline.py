@@ -48,6 +48,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from _proc import reset_peak, status_mb  # noqa: E402
+
 DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
 SPACING = (0.5, 0.5, 0.8)
@@ -201,24 +203,6 @@ def make_case(name: str):
 
 
 # ----------------------------------------------------------------------------------- child
-def _status_mb(key: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
-def _reset_peak() -> bool:
-    """Reset the kernel's peak-RSS mark of this process to its current RSS (Linux >= 4.0)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def child(method: str, src: str, dst: str) -> None:
     """Run one method on one saved mask; write the graph and the measurements."""
     if os.environ.get("VT_BENCH_CODE"):  # another vesseltree checkout (--code)
@@ -234,14 +218,14 @@ def child(method: str, src: str, dst: str) -> None:
     fn(tiny, np.diag([*SPACING, 1.0]))
     arrays = np.load(src)
     mask, affine = np.ascontiguousarray(arrays["mask"]), arrays["affine"]
-    if _reset_peak():
-        base = _status_mb("VmRSS")
+    if reset_peak():
+        base = status_mb("VmRSS")
     else:  # no clear_refs: ru_maxrss (which may keep an earlier, higher peak)
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     t0 = time.perf_counter()
     g = fn(mask, affine)
     dt = time.perf_counter() - t0
-    peak = _status_mb("VmHWM")
+    peak = status_mb("VmHWM")
     touching = g.node_data.get("touching") if g.node_data else None
     np.savez(
         dst,
