@@ -8,6 +8,7 @@ import pytest
 from shapes import y_tree
 
 from vesseltree import VesselGraph
+from vesseltree.errors import InvalidInputError
 from vesseltree.mesh import count_self_intersections, exact_distance, from_graph, graph_cones
 from vesseltree.mesh.refine import ConeTable, _split_faces, nearest_cones, refine_chords
 
@@ -164,3 +165,21 @@ def test_from_graph_refines_by_default():
     # not with flat ends (the cut is not the union of cones)
     flat = from_graph(g, voxel_size=0.25, ends="flat")
     assert "refine" not in flat.metadata["vesseltree"]
+
+
+def test_crossing_tubes_stay_free_of_self_intersections():
+    """Two branches that overlap away from a shared node (a contact crease): only outward moves,
+    and the faces at the crease checked, so the refined mesh has no crossing faces."""
+    g = VesselGraph(
+        np.array([[0.0, 0, 0], [6, 0, 0], [12, 0, 0], [6, -5, 0.45], [6, 0, 0.45], [6, 5, 0.45]]),
+        [0.5, 0.5, 0.5, 0.4, 0.4, 0.4],
+        [[0, 1], [1, 2], [3, 4], [4, 5]],
+    )
+    plain = from_graph(g, voxel_size=0.3, refine=False)
+    cones = plain.metadata["vesseltree_field"].cones
+    v, f, st = refine_chords(plain.vertices, plain.faces, cones, tol=0.012, max_move=0.075)
+    assert st["checked_faces"] > 0  # the crease was found
+    assert count_self_intersections(v, f) == 0
+    assert _closed_oriented(f) and _euler(f) == _euler(plain.faces)
+    with pytest.raises(InvalidInputError, match="check"):
+        refine_chords(plain.vertices, plain.faces, cones, tol=0.012, max_move=0.075, check="x")

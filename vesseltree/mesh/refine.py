@@ -9,10 +9,12 @@ the nearest cone; an edge whose move would exceed ``max_move`` is left whole) an
 each face by its split edges (1, 2 or 3 -> 2, 3 or 4 triangles, the shorter diagonal where two are
 split), so the mesh stays closed, manifold and consistently wound, with the same Euler number.
 Edges with an end off the exact union (where the mesher altered the field: fork closing) are left
-whole. A new vertex whose move would flip a face against its parent face goes back on its chord
-(the face then lies in its parent's plane): moves are along the surface normal and below the
-sagitta, and the flips at marching-cubes slivers were the only source of self-intersections
-found on synthetic trees.
+whole, and so are edges whose chord runs outside the solid (concave creases and saddles): the
+moves are outward, onto convex tube walls, where the sagitta error is. A new vertex whose move
+would flip a face against its parent face goes back on its chord (the face then lies in its
+parent's plane). Where two tubes meet, marching cubes leaves folded slivers across the crease
+that even outward moves can push through each other (found on meshes of real TubeTK graphs);
+the faces at creases are checked for crossings and their new vertices put back where any are.
 
 The distance of the union is the minimum over cones; the nearest cone of every vertex comes from
 one binned query (:func:`nearest_cones`), and an edge's midpoint is evaluated against the nearest
@@ -27,6 +29,7 @@ import time
 
 import numpy as np
 
+from ..errors import InvalidInputError
 from ._field import Cones, _ragged_boxes
 
 __all__ = ["refine_chords", "nearest_cones", "ConeTable"]
@@ -220,7 +223,8 @@ def refine_chords(
     steps: int = 2,
     rounds: int = 1,
     cos_fold: float = 0.0,
-    check: bool = False,
+    outward_only: bool = True,
+    check: str = "creases",
     cell: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Split the edges of a closed triangle mesh whose midpoint misses the union of ``cones`` by
@@ -247,10 +251,16 @@ def refine_chords(
         the first step put inside the other end's cone).
     rounds : int
         Refinement rounds; a later round looks only at edges with a vertex the previous one made.
-    check : bool
+    outward_only : bool
+        Split only edges whose chord runs inside the solid (convex stretches: every tube wall),
+        not those outside it (concave creases and saddles, where inward moves can fold faces).
+    check : {"creases", "all", "none"}
         Look for faces that the moves made intersect (:func:`~vesseltree.mesh.check.
-        count_self_intersections`, about 1 s per 100k faces) and put the new vertices of those
-        faces and their neighbours back on their chords (flat, as the input) until none are left.
+        count_self_intersections`) and put the new vertices of those faces and their neighbours
+        back on their chords (flat, as the input) until none are left: among the faces at
+        creases (a vertex of a face whose vertices' nearest cones lie on different branches:
+        junctions, contacts; the only places crossings were found, about 0.1 s per 20k faces),
+        among all faces (about 1 s per 100k), or not at all.
     cell : float, mm, optional
         Cell of the nearest-cone query (default 0.8 times the median padded cone box).
 
@@ -260,6 +270,8 @@ def refine_chords(
         The refined mesh (the input vertices first, unchanged) and statistics: ``split`` (new
         vertices per round), ``faces_in``/``faces_out``, ``reverted`` (with ``check``), seconds.
     """
+    if check not in ("creases", "all", "none"):
+        raise InvalidInputError(f"check must be 'creases', 'all' or 'none', got {check!r}")
     t0 = time.perf_counter()
     verts = np.asarray(verts, np.float64)
     faces = np.asarray(faces, np.int64)
@@ -289,6 +301,7 @@ def refine_chords(
             max_move=max_move,
             steps=steps,
             cos_fold=cos_fold,
+            outward_only=outward_only,
             tm=stats,
         )
         stats["split"].append(int(len(mids)))
@@ -297,21 +310,42 @@ def refine_chords(
             break
         chord = np.concatenate([chord, mids])
         new_v = n0
-    if check and len(verts) > n_in:
-        verts = _revert_intersections(verts, faces, n_in, chord, stats)
+    if len(verts) > n_in and check != "none":
+        # where two tubes meet (junctions, contacts) the union has a crease and marching cubes
+        # leaves folded slivers across it; moves there can push faces through each other, so
+        # the faces at creases are checked (all faces with check="all") and undone where they cross
+        crease = None if check == "all" else _near_creases(faces, table.cones.group[vk], len(verts))
+        verts = _revert_intersections(verts, faces, n_in, chord, stats, crease)
     stats["faces_out"] = int(len(faces))
     stats["t_refine"] = time.perf_counter() - t0
     return verts, faces, stats
 
 
-def _revert_intersections(verts, faces, n_in, chord, stats):
+def _near_creases(faces: np.ndarray, group: np.ndarray, nv: int, rings: int = 0) -> np.ndarray:
+    """Vertices of faces whose vertices' nearest cones lie on different branches (``group``),
+    grown by ``rings`` face rings (where two tubes meet)."""
+    g = group[faces]
+    mark = np.zeros(nv, bool)
+    mark[faces[(g[:, 0] != g[:, 1]) | (g[:, 1] != g[:, 2])].ravel()] = True
+    for _ in range(rings):
+        mark[faces[mark[faces].any(axis=1)].ravel()] = True
+    return mark
+
+
+def _revert_intersections(verts, faces, n_in, chord, stats, region=None):
+    """Put new vertices of crossing faces (and their one-ring) back on their chords until no
+    faces cross; only faces with a vertex in ``region`` (bool per vertex) where given."""
     from .check import count_self_intersections
 
     t0 = time.perf_counter()
     verts = verts.copy()
     reverted = np.zeros(len(verts), bool)
+    sub = np.arange(len(faces)) if region is None else np.flatnonzero(region[faces].any(axis=1))
+    stats["checked_faces"] = int(sub.size)
+    n = 0
     for _ in range(8):
-        n, pairs = count_self_intersections(verts, faces, return_pairs=True)
+        n, pairs = count_self_intersections(verts, faces[sub], return_pairs=True)
+        pairs = sub[pairs]
         if n == 0:
             break
         bad = np.zeros(len(verts), bool)
@@ -329,7 +363,9 @@ def _revert_intersections(verts, faces, n_in, chord, stats):
     return verts
 
 
-def _round(table, verts, faces, vk, ok_v, new_v, *, tol, max_move, steps, cos_fold, tm):
+def _round(
+    table, verts, faces, vk, ok_v, new_v, *, tol, max_move, steps, cos_fold, outward_only, tm
+):
     """One round: returns the new mesh, per-vertex nearest cone and flag, the chord midpoints of
     the new vertices and the index of the first."""
     nv, nf = len(verts), len(faces)
@@ -344,7 +380,10 @@ def _round(table, verts, faces, vk, ok_v, new_v, *, tol, max_move, steps, cos_fo
     ka, kb = vk[ea], vk[eb]
     t0 = time.perf_counter()
     d0, k0 = _midpoint_distance(table, verts, ea, eb, ka, kb)
-    go = np.flatnonzero((np.abs(d0) > tol) & (np.abs(d0) <= max_move))
+    if outward_only:  # chord inside the solid: a convex stretch of surface
+        go = np.flatnonzero((d0 < -tol) & (d0 >= -max_move))
+    else:
+        go = np.flatnonzero((np.abs(d0) > tol) & (np.abs(d0) <= max_move))
     sel, ea, eb, ka, kb, d0, k0 = sel[go], ea[go], eb[go], ka[go], kb[go], d0[go], k0[go]
     mid = 0.5 * (verts[ea] + verts[eb]).T
     p = np.empty_like(mid)
