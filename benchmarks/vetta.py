@@ -387,7 +387,8 @@ def _fit_note(r: dict) -> str:
         return ""
     a, b = seen["vetta"]["chamfer_mm"], held["vetta"]["chamfer_mm"]
     verdict = (
-        "the model underfits at this budget (its error on trees it was trained on is as large), "
+        "the model underfits at this budget (its error on the trees it was trained on is nearly as "
+        "large), "
         "so longer training, not regularisation, is what it needs"
         if a > 0.75 * b
         else "the gap to held-out trees is generalisation"
