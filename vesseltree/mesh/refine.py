@@ -314,7 +314,9 @@ def refine_chords(
         # where two tubes meet (junctions, contacts) the union has a crease and marching cubes
         # leaves folded slivers across it; moves there can push faces through each other, so
         # the faces at creases are checked (all faces with check="all") and undone where they cross
-        crease = None if check == "all" else _near_creases(faces, table.cones.group[vk], len(verts))
+        crease = (
+            None if check == "all" else _near_creases(faces, table.cones.group[vk], len(verts), 1)
+        )
         verts = _revert_intersections(verts, faces, n_in, chord, stats, crease)
     stats["faces_out"] = int(len(faces))
     stats["t_refine"] = time.perf_counter() - t0
