@@ -73,7 +73,7 @@ def skeletonize_components(
         local = pts - lo
         box[local[:, 0], local[:, 1], local[:, 2]] = True
         dbox[local[:, 0], local[:, 1], local[:, 2]] = dist[rows]
-        parity = None if axes is None else world_parity(box, axes)
+        parity = None if axes is None else world_parity(shape, axes)
         got = np.argwhere(thin(box, dbox, band_mm, parity))
         out.append(got + lo)
     skel = np.concatenate(out).astype(np.int64)

@@ -181,23 +181,22 @@ class _SimpleTable:
 _TABLE = _SimpleTable()
 
 
-def world_parity(box: np.ndarray, axes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sub-field numbering of :func:`thin` by world axes, for a box and its affine's (3, 3) part.
+def world_parity(shape, axes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sub-field numbering of :func:`thin` by world axes, for a box of ``shape`` (the object's
+    bounding box with one voxel of padding) and its affine's (3, 3) part.
 
     Storage axis ``a`` runs along world axis ``argmax |axes[:, a]|``, forwards or backwards; its
-    parity bit is counted from the voxel before the object along that world direction and weighted
-    4, 2, 1 for world x, y, z. Flipping or permuting the storage axes (with the affine to match)
-    then leaves every voxel's sub-field, hence the peeling order, unchanged. For oblique affines
-    whose axes do not map one-to-one to world axes, the storage order is kept.
+    parity bit is counted from the padding voxel before the object along that world direction
+    and weighted 4, 2, 1 for world x, y, z. Flipping or permuting the storage axes (with the
+    affine to match) then leaves every voxel's sub-field, hence the peeling order, unchanged.
+    For oblique affines whose axes do not map one-to-one to world axes, the storage order is kept.
     """
     axes = np.asarray(axes, np.float64)
     world = np.argmax(np.abs(axes), axis=0)
     if len(set(world.tolist())) < 3:
         return np.zeros(3, np.int64), np.array([4, 2, 1])
     sign = np.sign(axes[world, np.arange(3)])
-    idx = np.argwhere(box)
-    # counted from the background voxel before the object (the padding row of a tight box)
-    origin = np.where(sign > 0, idx.min(0) - 1, idx.max(0) + 1).astype(np.int64)
+    origin = np.where(sign > 0, 0, np.asarray(shape) - 1).astype(np.int64)
     return origin, (1 << (2 - world)).astype(np.int64)
 
 
