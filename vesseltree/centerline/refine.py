@@ -401,18 +401,21 @@ def straighten_in_balls(
             arms.setdefault(end, []).append(seq[: int(np.searchsorted(s, limit, "right"))])
     moved = 0
     for seqs in arms.values():
-        if len(seqs) < 2:
+        if len(seqs) < 2 or max(len(q) for q in seqs) < 3:
             continue
-        for i, seq in enumerate(seqs):
+        # every node of every arm against every node of the others, at once
+        nodes = np.concatenate(seqs)
+        arm = np.repeat(np.arange(len(seqs)), [len(q) for q in seqs])
+        p = positions[nodes]
+        d = np.sqrt(((p[:, None, :] - p[None, :, :]) ** 2).sum(-1))
+        covered = ((d < radius[nodes][None, :]) & (arm[:, None] != arm[None, :])).any(axis=1)
+        start = 0
+        for seq in seqs:
+            inside = covered[start : start + len(seq)].copy()
+            start += len(seq)
             if len(seq) < 3:
                 continue
             q = positions[seq]
-            inside = np.zeros(len(seq), bool)
-            for j, other in enumerate(seqs):
-                if j == i:
-                    continue
-                d = np.linalg.norm(q[:, None, :] - positions[other][None, :, :], axis=2)
-                inside |= (d - radius[other][None, :] < 0).any(axis=1)
             inside[0] = True
             k = int(np.argmin(inside)) if not inside.all() else 0
             if k < 2:
