@@ -3,12 +3,16 @@
 Pipeline (each step in its own module):
 
 1. :mod:`.cleanup` binarise (probabilities at 0.5), fill small cavities, drop dust, by mm^3;
-2. :mod:`.skeleton` thin each component in its own bounding box; inscribed radius by k-d tree;
-3. :mod:`.graph_build` skeleton voxels -> junction clusters, tips and branches;
+2. :mod:`.skeleton` thin each component in its own bounding box (peeling order by world axes);
+   inscribed radius by k-d tree;
+3. :mod:`.graph_build` skeleton voxels -> junction clusters, tips and branches, numbered by world
+   position;
 4. :mod:`.prune` remove spurs (relative to the local radius), cut short noise cycles, drop crumbs;
 5. :mod:`.refine` resample each branch, centre every node on its cross-section (rays in the plane
    normal to the branch through the trilinear mask), radius from the cross-section area,
-   smoothing along branches, tips extended to the end of the lumen.
+   smoothing along branches, junctions placed where the branch axes meet, each branch straight
+   from its junction to where it leaves the other branches' tubes (tips are extended to the end
+   of the lumen only with ``extend_tips=True``).
 """
 
 from __future__ import annotations
