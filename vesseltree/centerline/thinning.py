@@ -244,7 +244,10 @@ def thin(box: np.ndarray, dist: np.ndarray, band: float, parity: tuple | None = 
     bounds = list(starts) + [len(vox)]
     kept = np.zeros(len(vox), bool)  # tested, not removable at the time, still alive
     dirty = np.zeros(len(vox), bool)  # a neighbour was removed since the last test
-    row_of = np.full(box.size, -1, np.int64)
+    # row of each object voxel; read only at object voxels, so the rest stays unwritten (an
+    # empty array costs no time or memory where it is never touched, unlike a filled one)
+    flat_box = box.reshape(-1)
+    row_of = np.empty(box.size, np.int32 if len(vox) < 2**31 else np.int64)
     row_of[vox] = np.arange(len(vox))
     for a, b in zip(bounds[:-1], bounds[1:]):
         cand = np.concatenate([np.flatnonzero(kept & dirty), np.arange(a, b)])
@@ -264,8 +267,8 @@ def thin(box: np.ndarray, dist: np.ndarray, band: float, parity: tuple | None = 
             gone = np.concatenate(removed) if removed else np.zeros(0, np.int64)
             if gone.size == 0:
                 break
-            nb_rows = row_of[(vox[gone][:, None] + offs[None, :]).ravel()]
-            dirty[nb_rows[nb_rows >= 0]] = True
+            nbr_vox = (vox[gone][:, None] + offs[None, :]).ravel()
+            dirty[row_of[nbr_vox[flat_box[nbr_vox]]]] = True
             cand = np.flatnonzero(kept & dirty)
     return alive
 
