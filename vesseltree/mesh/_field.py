@@ -206,6 +206,29 @@ def _ragged_boxes(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarra
     owner = np.repeat(np.arange(len(lo)), cnt)
     if owner.size == 0:
         return owner, np.zeros((0, 3), lo.dtype)
+    # boxes come in few shapes: list the points of each distinct shape once and gather every
+    # box's from its shape's list (the same points, in the same order, without the divisions)
+    m = size.max(axis=0) + 1
+    shapes, shape_of = np.unique(
+        (size[:, 0] * m[1] + size[:, 1]) * m[2] + size[:, 2], return_inverse=True
+    )
+    rep = np.zeros(shapes.size, np.int64)
+    rep[shape_of] = np.arange(len(lo))  # one box of each shape
+    s_size, s_cnt = size[rep], cnt[rep]
+    if 2 * int(s_cnt.sum()) > owner.size:  # mostly distinct shapes: no gain from a table
+        return owner, lo[owner] + _box_offsets(size, cnt, owner).astype(lo.dtype)
+    table = _box_offsets(s_size, s_cnt).astype(lo.dtype)
+    # entry e of box b is point e - start[b] of its shape's list
+    base = (np.cumsum(s_cnt) - s_cnt)[shape_of] - (np.cumsum(cnt) - cnt)
+    idx = np.arange(owner.size, dtype=np.int64) + base[owner]
+    return owner, lo[owner] + table[idx]
+
+
+def _box_offsets(size: np.ndarray, cnt: np.ndarray, owner: np.ndarray | None = None) -> np.ndarray:
+    """Integer offsets (n, 3) of the points of boxes of ``size`` (K, 3) holding ``cnt`` (K,)
+    points each, box by box, x slowest and z fastest (``owner``: the box of each point)."""
+    if owner is None:
+        owner = np.repeat(np.arange(len(size)), cnt)
     start = np.cumsum(cnt) - cnt
     k = np.arange(owner.size, dtype=np.int64) - start[owner]
     sz = size[owner]
@@ -214,8 +237,7 @@ def _ragged_boxes(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarra
     rem = k - ix * nyz
     iy = rem // sz[:, 2]
     iz = rem - iy * sz[:, 2]
-    coords = lo[owner] + np.stack([ix, iy, iz], axis=1).astype(lo.dtype)
-    return owner, coords
+    return np.stack([ix, iy, iz], axis=1)
 
 
 @dataclass

@@ -221,7 +221,14 @@ def _orient(a, b, c, d):
 
 
 def _candidate_pairs(lo: np.ndarray, hi: np.ndarray, cell: float, chunk: int = 2_000_000):
-    """Pairs (i < j) of boxes sharing a cell of a uniform grid and whose boxes overlap."""
+    """Pairs (i < j) of boxes sharing a cell of a uniform grid and whose boxes overlap.
+
+    Each box is registered in every cell it touches; two boxes in one cell are a pair there only
+    if that cell holds the corner ``max(lo_i, lo_j)`` (so a pair is reported once), i.e. if along
+    every axis one of the two boxes starts in that cell. That test needs three bits per entry
+    (where the box starts in the cell) and is made before the (costlier) box overlap test.
+    Pairs come cell by cell, in the order of the entries within the cell.
+    """
     from ._field import _ragged_boxes
 
     origin = lo.min(0)
@@ -231,33 +238,41 @@ def _candidate_pairs(lo: np.ndarray, hi: np.ndarray, cell: float, chunk: int = 2
     dims = cc.max(0) + 2
     key = (cc[:, 0] * dims[1] + cc[:, 1]) * dims[2] + cc[:, 2]
     order = np.argsort(key, kind="stable")
-    key, owner = key[order], owner[order]
+    key, owner, cc = key[order], owner[order], cc[order]
+    # bit i: the box starts in this cell along axis i (floor is monotone, so the cell of
+    # max(lo_i, lo_j) is the larger start cell of the two along each axis)
+    start = c_lo[owner] == cc
+    home = (start[:, 0] | (start[:, 1] << 1) | (start[:, 2] << 2)).astype(np.uint8)
+    del cc, start
+    # the boxes of the entries, one contiguous column per axis and bound
+    blo = [np.ascontiguousarray(lo[owner, i]) for i in range(3)]
+    bhi = [np.ascontiguousarray(hi[owner, i]) for i in range(3)]
     first = np.concatenate([[0], np.flatnonzero(np.diff(key)) + 1])
     size = np.diff(np.concatenate([first, [key.size]]))
-    grp_start = np.repeat(first, size)
-    rank = np.arange(key.size) - grp_start
-    n_after = np.repeat(size, size) - 1 - rank
-    total = int(n_after.sum())
+    rank = np.arange(key.size) - np.repeat(first, size)
+    n_after = np.repeat(size, size) - 1 - rank  # entries after this one in its cell
     out = []
     ends = np.cumsum(n_after)
     done = 0
     while done < key.size:
         stop = int(np.searchsorted(ends, (ends[done - 1] if done else 0) + chunk, side="right"))
         stop = max(stop, done + 1)
-        sl = slice(done, stop)
-        cnt = n_after[sl]
+        cnt = n_after[done:stop]
+        # every pair (src, j) of an entry and a later entry of the same cell
         src = np.repeat(np.arange(done, stop), cnt)
-        off = np.arange(src.size) - np.repeat(np.cumsum(cnt) - cnt, cnt) + 1
-        a, b = owner[src], owner[src + off]
-        ok = np.all(lo[a] <= hi[b], axis=1) & np.all(lo[b] <= hi[a], axis=1) & (a != b)
-        a, b, here = a[ok], b[ok], key[src[ok]]
-        # report a pair only in the cell holding the corner max(lo_a, lo_b): no duplicates
-        cm = np.floor((np.maximum(lo[a], lo[b]) - origin) / cell).astype(np.int64)
-        own = ((cm[:, 0] * dims[1] + cm[:, 1]) * dims[2] + cm[:, 2]) == here
-        a, b = a[own], b[own]
+        j = np.arange(src.size) - np.repeat(np.cumsum(cnt) - cnt, cnt) + 1
+        j += src
+        keep = (home.take(src) | home.take(j)) == 7
+        src, j = src[keep], j[keep]
+        ok = np.ones(src.size, bool)
+        for i in range(3):
+            ok &= blo[i].take(src) <= bhi[i].take(j)
+            ok &= blo[i].take(j) <= bhi[i].take(src)
+        a, b = owner.take(src[ok]), owner.take(j[ok])
+        ok = a != b
+        a, b = a[ok], b[ok]
         out.append(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1))
         done = stop
-    del total
     pairs = np.concatenate(out) if out else np.zeros((0, 2), np.int64)
     return pairs
 
@@ -275,13 +290,21 @@ def count_self_intersections(vertices, faces, *, return_pairs: bool = False):
     if len(f) < 2:
         return (0, np.zeros((0, 2), np.int64)) if return_pairs else 0
     tri = v[f]
-    lo, hi = tri.min(1), tri.max(1)
+    # (corner by corner: several times faster than a reduction over the short middle axis)
+    lo = np.minimum(np.minimum(tri[:, 0], tri[:, 1]), tri[:, 2])
+    hi = np.maximum(np.maximum(tri[:, 0], tri[:, 1]), tri[:, 2])
     ext = (hi - lo).max(1)
     cell = float(max(np.percentile(ext, 99), 1e-9)) * 1.01
     pairs = _candidate_pairs(lo, hi, cell)
     if len(pairs):
-        fa, fb = f[pairs[:, 0]], f[pairs[:, 1]]
-        share = (fa[:, :, None] == fb[:, None, :]).any(axis=(1, 2))
+        # most candidates are neighbours (sharing a vertex): compare corner by corner
+        col = [np.ascontiguousarray(f[:, i]) for i in range(3)]
+        fa = [c.take(pairs[:, 0]) for c in col]
+        fb = [c.take(pairs[:, 1]) for c in col]
+        share = np.zeros(len(pairs), bool)
+        for x in fa:
+            for y in fb:
+                share |= x == y
         pairs = pairs[~share]
     hits = np.zeros(len(pairs), bool)
     tol = 1e-12 * max(float(np.ptp(v, axis=0).max()), 1e-9) ** 3
@@ -291,15 +314,20 @@ def count_self_intersections(vertices, faces, *, return_pairs: bool = False):
         hit = np.zeros(len(p), bool)
         for t1, t2 in ((ta, tb), (tb, ta)):
             a, b, c = t2[:, 0], t2[:, 1], t2[:, 2]
+            # side of t2's plane of each corner of t1
+            side = [_orient(a, b, c, t1[:, i]) for i in range(3)]
             for i in range(3):
-                s, e = t1[:, i], t1[:, (i + 1) % 3]
-                o1, o2 = _orient(a, b, c, s), _orient(a, b, c, e)
+                o1, o2 = side[i], side[(i + 1) % 3]
+                # the edge (s, e) crosses the plane: then does it pass inside the triangle?
                 cross = ((o1 > tol) & (o2 < -tol)) | ((o1 < -tol) & (o2 > tol))
-                s1, s2, s3 = _orient(s, e, a, b), _orient(s, e, b, c), _orient(s, e, c, a)
+                k = np.flatnonzero(cross & ~hit)
+                s, e = t1[k, i], t1[k, (i + 1) % 3]
+                ak, bk, ck = a[k], b[k], c[k]
+                s1, s2, s3 = _orient(s, e, ak, bk), _orient(s, e, bk, ck), _orient(s, e, ck, ak)
                 inside = ((s1 > tol) & (s2 > tol) & (s3 > tol)) | (
                     (s1 < -tol) & (s2 < -tol) & (s3 < -tol)
                 )
-                hit |= cross & inside
+                hit[k[inside]] = True
         hits[s0 : s0 + len(p)] = hit
     n = int(hits.sum())
     return (n, pairs[hits]) if return_pairs else n
