@@ -9,7 +9,9 @@ the settings.
 
 :func:`extract` (also ``vesseltree.extract``) is the front door: any source (file, Volume,
 nibabel image, array, tensor), masks, label maps and probability maps, an optional backbone,
-per-label graphs and rooted trees. :func:`branch_table` lists the branches of a graph.
+per-label graphs and rooted trees; the labels of a label map are extracted apart and their
+centerlines joined where a vessel runs on from one label into the next
+(:mod:`~vesseltree.centerline.labels`). :func:`branch_table` lists the branches of a graph.
 """
 
 from __future__ import annotations

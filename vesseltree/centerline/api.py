@@ -24,6 +24,7 @@ from ..errors import EmptyInputError, InvalidInputError, describe
 from ..graph import VesselGraph
 from ..volume import Volume
 from .extract import ExtractionConfig, extract_graph
+from .labels import label_joins
 
 __all__ = ["extract", "load_source", "to_forest"]
 
@@ -209,8 +210,11 @@ def _crop(vol: Volume, sl: tuple[slice, ...]) -> tuple[np.ndarray, np.ndarray, t
     return vol.data[grown], vol.affine @ shift, grown
 
 
-def _merge(parts: list[tuple[int, VesselGraph]], affine, meta: dict) -> VesselGraph:
-    """One graph of disjoint per-label graphs, with a ``label`` node attribute."""
+def _merge(
+    parts: list[tuple[int, VesselGraph]], affine, meta: dict, joins: list[dict] | None = None
+) -> VesselGraph:
+    """One graph of the per-label graphs, with a ``label`` node attribute; ``joins`` (from
+    :func:`.labels.label_joins`) add an edge each between them."""
     pos, rad, edges, lab = [], [], [], []
     data: dict[str, list[np.ndarray]] = {}
     keys = set.intersection(*(set(g.node_data) for _, g in parts)) if parts else set()
@@ -230,10 +234,11 @@ def _merge(parts: list[tuple[int, VesselGraph]], affine, meta: dict) -> VesselGr
         offset += g.n_nodes
     node_data = {k: np.concatenate(v) for k, v in data.items()}
     node_data["label"] = np.concatenate(lab) if lab else np.zeros(0, np.int64)
+    join_edges = np.asarray([j["nodes"] for j in joins or []], np.int64).reshape(-1, 2)
     return VesselGraph(
         np.concatenate(pos) if pos else np.zeros((0, 3)),
         np.concatenate(rad) if rad else np.zeros(0),
-        np.concatenate(edges) if edges else np.zeros((0, 2), np.int64),
+        np.concatenate(edges + [join_edges]) if edges else np.zeros((0, 2), np.int64),
         node_data=node_data,
         affine=affine,
         meta=meta,
@@ -333,6 +338,7 @@ def extract(
     labels_json: str | os.PathLike | None = None,
     backbone=None,
     per_label: bool = False,
+    join_labels: bool = True,
     tree: bool = False,
     root=None,
     threshold: float = 0.5,
@@ -361,6 +367,12 @@ def extract(
         :mod:`vesseltree.backbones`).
     per_label : bool
         Return ``{label_id: VesselGraph}`` instead of one graph.
+    join_labels : bool
+        Where a vessel runs on from one label into another (a tree labelled by segment), join
+        the two labels' centerlines across the boundary: tip to tip, or a labelled side branch's
+        tip to the other label's centerline (see :mod:`vesseltree.centerline.labels`). Labels
+        that only touch side by side stay apart. Each join is listed in ``meta["label_joins"]``.
+        Not used with ``per_label``.
     tree : bool
         Make every component a rooted tree (see :func:`to_forest`): cycles cut at their thinnest
         edge, cuts listed in ``meta["cuts"]``.
@@ -388,11 +400,12 @@ def extract(
 
     Notes
     -----
-    Each label of a label map is extracted on its own (cropped to its bounding box) and the
-    graphs are merged as disjoint components, so touching vessels with different labels (left and
-    right arteries, artery and vein) never fuse. Labels left empty after clean-up are skipped
-    with a warning when all labels are extracted; a label selected by ``label=`` that is empty
-    follows ``on_empty``.
+    Each label of a label map is extracted on its own (cropped to its bounding box), so touching
+    vessels with different labels (left and right arteries, artery and vein) never fuse. The
+    graphs are then merged; with ``join_labels`` a vessel that changes label (the aorta into
+    an iliac artery, segments of the circle of Willis) stays one connected centerline. Labels
+    left empty after clean-up are skipped with a warning when all labels are extracted; a label
+    selected by ``label=`` that is empty follows ``on_empty``.
 
     Raises
     ------
@@ -518,7 +531,21 @@ def extract(
         if on_empty == "raise":
             raise EmptyInputError(msg)
         warnings.warn(f"extract: {msg}; returning an empty graph", RuntimeWarning, stacklevel=2)
-    merged = _merge(parts, vol.affine, meta)
+    joins = []
+    if join_labels:
+        joins = label_joins(parts, int_data, vol.affine) if len(parts) > 1 else []
+        meta["label_joins"] = [
+            {
+                "labels": [int(a) for a in j["labels"]],
+                "nodes": [int(n) for n in j["nodes"]],
+                "kind": j["kind"],
+                "cover": round(float(j["cover"]), 3),
+            }
+            for j in joins
+        ]
+        if joins:
+            log.info("extract: joined the labels' centerlines at %d boundaries", len(joins))
+    merged = _merge(parts, vol.affine, meta, joins)
     if tree and merged.n_nodes:
         merged = to_forest(merged, root, progress=progress)
     return merged

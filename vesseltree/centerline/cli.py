@@ -51,6 +51,12 @@ def add_parser(subparsers) -> None:
         help="one output file per label: OUTPUT-stem_label<id>.ext",
     )
     p.add_argument(
+        "--labels-apart",
+        action="store_true",
+        help="keep every label's centerline apart (default: join them where a vessel runs on "
+        "from one label into the next)",
+    )
+    p.add_argument(
         "--tree",
         action="store_true",
         help="rooted trees: cut cycles at their thinnest edge (needed for .swc with loops)",
@@ -133,6 +139,7 @@ def run(args) -> int:
         labels_json=args.labels_json,
         backbone=_backbone(args),
         per_label=args.per_label,
+        join_labels=not args.labels_apart,
         tree=args.tree,
         threshold=args.threshold,
         progress=not args.no_progress,

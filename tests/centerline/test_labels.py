@@ -1,0 +1,113 @@
+"""Label maps whose labels continue each other: the per-label centerlines are joined."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from vesseltree import Volume, synth
+from vesseltree.centerline import extract
+from vesseltree.metrics import centerline_scores
+from vesseltree.metrics.graph_match import graph_keypoints, match_keypoints
+
+SPACING = (0.5, 0.5, 0.8)
+
+
+def _label_map(vol: Volume, node_label: np.ndarray, truth) -> Volume:
+    """Each vessel voxel takes the label of its nearest truth node."""
+    mask = np.asarray(vol.data)
+    ijk = np.argwhere(mask)
+    _, near = cKDTree(truth.positions).query(vol.voxel_to_world(ijk))
+    lab = np.zeros(mask.shape, np.int16)
+    lab[tuple(ijk.T)] = node_label[near]
+    return Volume(lab, vol.affine)
+
+
+def _by_branch(truth) -> np.ndarray:
+    """Label 1..B of every truth node: its branch (a fork node goes with its parent branch)."""
+    out = np.zeros(truth.n_nodes, np.int16)
+    for b, path in enumerate(truth.branches):
+        out[path[1:-1] if len(path) > 2 else path] = b + 1
+    for b, path in enumerate(truth.branches):
+        for n in (path[0], path[-1]):
+            if out[n] == 0:
+                out[n] = b + 1
+    return out
+
+
+def test_tree_labelled_by_branch_is_one_tree_again():
+    truth = synth.random_tree(seed=12, n_branches=15)
+    vol = synth.voxelize(truth, spacing=SPACING)
+    lab = _label_map(vol, _by_branch(truth), truth)
+    apart = extract(lab, join_labels=False)
+    g = extract(lab)
+    n_labels = len(np.unique(apart.node_data["label"]))
+    assert n_labels >= 12
+    assert apart.n_components == n_labels  # each label alone
+    # joined: the same nodes and labels, one tree with the truth's junctions
+    assert np.array_equal(g.positions, apart.positions)
+    assert np.array_equal(g.node_data["label"], apart.node_data["label"])
+    assert g.n_components == 1
+    assert g.n_cycles == 0
+    assert len(g.meta["label_joins"]) == g.n_edges - apart.n_edges >= n_labels - 1
+    keys = match_keypoints(graph_keypoints(g), graph_keypoints(truth), tolerance_mm=2.0)
+    assert keys["junction_f1"] >= 0.9
+    assert keys["endpoint_f1"] >= 0.9
+    assert centerline_scores(g, truth, tolerances=(1.0,))["f1@1"] >= 0.97
+
+
+def test_side_branch_label_joins_the_vessel_it_leaves():
+    # parent and first child: one vessel (label 1) that bends; the other child: label 2
+    truth = synth.y_bifurcation(radius_mm=2.0, angle_deg=80.0, asymmetry=0.7)
+    vol = synth.voxelize(truth, spacing=SPACING)
+    node_label = np.ones(truth.n_nodes, np.int16)
+    thin = min(truth.branches[1:], key=lambda p: truth.radii[p].mean())
+    node_label[thin[1:]] = 2
+    g = extract(_label_map(vol, node_label, truth))
+    assert g.n_components == 1
+    joins = g.meta["label_joins"]
+    assert [j["kind"] for j in joins] == ["end-to-side"]
+    # the branch's tip now forms the fork, within 2 mm of the true one
+    fork = truth.positions[truth.junctions[0]]
+    assert len(g.junctions) == 1
+    assert np.linalg.norm(g.positions[g.junctions[0]] - fork) <= 2.0
+
+
+def test_loop_across_labels_is_kept():
+    truth = synth.loop(radius_mm=1.5, loop_radius_mm=8.0)
+    vol = synth.voxelize(truth, spacing=SPACING)
+    node_label = np.where(truth.positions[:, 0] < -3.0, 2, 1).astype(np.int16)
+    g = extract(_label_map(vol, node_label, truth))
+    assert sorted(np.unique(g.node_data["label"]).tolist()) == [1, 2]
+    assert g.n_components == 1
+    assert g.n_cycles == 1  # the loop through both labels
+    assert len(g.meta["label_joins"]) == 2
+
+
+def test_labels_side_by_side_stay_apart():
+    truth = synth.touching_tubes(length_mm=16.0, radius_mm=1.5, gap_mm=0.0)
+    both = synth.voxelize(truth, spacing=0.4)
+    node_label = (np.asarray(truth.node_data["tube"]) + 1).astype(np.int16)
+    g = extract(_label_map(both, node_label, truth))
+    assert g.n_components == 2
+    assert g.meta["label_joins"] == []
+
+
+def test_cli_joins_labels_unless_asked_not_to(tmp_path):
+    import argparse
+
+    from vesseltree.centerline import cli as extract_cli
+    from vesseltree.io import read_graph, write_volume
+
+    truth = synth.loop(radius_mm=1.5, loop_radius_mm=8.0)
+    vol = synth.voxelize(truth, spacing=SPACING)
+    node_label = np.where(truth.positions[:, 0] < -3.0, 2, 1).astype(np.int16)
+    src = tmp_path / "labels.nii.gz"
+    write_volume(_label_map(vol, node_label, truth), src)
+    parser = argparse.ArgumentParser(prog="vesseltree")
+    extract_cli.add_parser(parser.add_subparsers(dest="command", required=True))
+    for flags, comps in (([], 1), (["--labels-apart"], 2)):
+        out = tmp_path / f"g{len(flags)}.npz"
+        args = parser.parse_args(["extract", str(src), "-o", str(out), "--no-progress", *flags])
+        assert args.func(args) == 0
+        assert read_graph(out).n_components == comps
