@@ -11,7 +11,10 @@ run them, with physical-unit settings chosen once for every input:
   ``scipy.ndimage.distance_transform_edt(mask, sampling=spacing)``, ``skan.Skeleton`` with
   ``spacing``, then the usual spur pruning: junction-to-tip branches shorter than three times
   their mean radius are removed with ``Skeleton.prune_paths`` until none is left.
-- **vesseltree**: :func:`vesseltree.centerline.extract_graph` with its defaults.
+- **vesseltree**: :func:`vesseltree.centerline.extract_graph` with its defaults (a label map:
+  :func:`vesseltree.extract`, each label apart, joined where a vessel runs on into the next).
+
+Label maps: kimimaro skeletonises each label (its native multi-label mode); skan their union.
 """
 
 from __future__ import annotations
@@ -42,8 +45,10 @@ def _to_world(ijk: np.ndarray, affine: np.ndarray) -> np.ndarray:
 
 def run_vesseltree(mask: np.ndarray, affine: np.ndarray):
     from vesseltree import Volume
-    from vesseltree.centerline import extract_graph
+    from vesseltree.centerline import extract, extract_graph
 
+    if mask.dtype != bool:  # a label map: every label apart, joined where a vessel runs on
+        return extract(Volume(mask, affine), on_empty="warn")
     return extract_graph(Volume(mask, affine), on_empty="warn")
 
 
@@ -55,7 +60,7 @@ def run_kimimaro(mask: np.ndarray, affine: np.ndarray):
     spacing = _spacing(affine)
     dust = int(np.ceil(DUST_MM3 / float(np.prod(spacing))))
     skels = kimimaro.skeletonize(
-        mask.view(np.uint8),
+        mask.view(np.uint8) if mask.dtype == bool else mask,  # label maps: one skeleton per label
         teasar_params=KIMIMARO_PARAMS,
         anisotropy=tuple(float(s) for s in spacing),
         dust_threshold=dust,
@@ -85,6 +90,7 @@ def run_skan(mask: np.ndarray, affine: np.ndarray):
     from vesseltree import VesselGraph
 
     spacing = _spacing(affine)
+    mask = mask != 0  # label maps: skan sees their union
     skel_img = skeletonize(mask)
     dist = ndi.distance_transform_edt(mask, sampling=spacing)
     sk = skan.Skeleton(skel_img, spacing=spacing, source_image=dist)

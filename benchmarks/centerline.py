@@ -12,7 +12,11 @@ Inputs (each becomes a bool mask + affine):
   of the outer shell added and 30 % of the inner shell removed: voxel-scale spurs and handles);
 - the ``loop`` phantom (one real cycle) clean and rough, and two ``touching`` tubes (0.3 mm overlap);
 - the 10 TubeTK MRA masks against the expert centerlines, and the VMTK aorta (level set < 0)
-  against the VMTK centerlines.
+  against the VMTK centerlines;
+- the same 10 TubeTK masks as label maps with one label per expert tube (each voxel takes the
+  tube whose centerline is nearest): a tree labelled by vessel segment, as TopCoW or
+  TotalSegmentator label theirs. vesseltree extracts the labels apart and joins them where a
+  vessel runs on; kimimaro skeletonises each label; skan sees their union.
 
 Each (case, method) runs in its own child process with one thread (``OMP_NUM_THREADS=1`` etc.,
 ``nice``). The child loads the mask, runs the method once on a tiny tube (imports, numba JIT,
@@ -55,6 +59,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 SPACING = (0.5, 0.5, 0.8)
 TUBETK = ["002", "003", "004", "006", "008", "009", "010", "011", "012", "017"]
 METHODS = ["vesseltree", "kimimaro", "skan"]
+REAL_TUBES = ("tubetk_", "labels_tubetk_")  # cases scored against TubeTK's expert tubes
+REAL = (*REAL_TUBES, "aorta")
 THREAD_VARS = (
     "OMP_NUM_THREADS",
     "OPENBLAS_NUM_THREADS",
@@ -164,6 +170,20 @@ def make_tubetk(case: str):
     return mask, np.asarray(img.affine, np.float64), truth
 
 
+def make_tubetk_labels(case: str):
+    """A TubeTK mask labelled by expert tube (1..T, the tube nearest to each voxel)."""
+    from scipy.spatial import cKDTree
+
+    mask, affine, truth = make_tubetk(case)
+    tube = np.asarray(truth.node_data["tube_id"])
+    _, tube_index = np.unique(tube, return_inverse=True)
+    ijk = np.argwhere(mask)
+    _, near = cKDTree(truth.positions).query(ijk @ affine[:3, :3].T + affine[:3, 3])
+    labels = np.zeros(mask.shape, np.int16)
+    labels[tuple(ijk.T)] = tube_index[near] + 1
+    return labels, affine, truth
+
+
 def make_aorta():
     from vesseltree.io import read_vmtk_centerlines, read_volume
 
@@ -191,10 +211,14 @@ def case_list(quick: bool) -> list[str]:
         real += [f"tubetk_{c}" for c in (TUBETK[:2] if quick else TUBETK)]
     if (DATA / "vmtk_aorta").is_dir() and not quick:
         real.append("aorta")
+    if (DATA / "tubetk").is_dir() and not quick:
+        real += [f"labels_tubetk_{c}" for c in TUBETK]
     return synth + real
 
 
 def make_case(name: str):
+    if name.startswith("labels_tubetk_"):
+        return make_tubetk_labels(name.rsplit("_", 1)[1])
     if name.startswith("tubetk_"):
         return make_tubetk(name.split("_", 1)[1])
     if name == "aorta":
@@ -274,7 +298,7 @@ def mask_handles(mask: np.ndarray) -> int:
 def truth_keypoints(name: str, truth):
     from vesseltree.metrics.graph_match import graph_keypoints, tube_keypoints
 
-    if name.startswith("tubetk_"):
+    if name.startswith(REAL_TUBES):
         return tube_keypoints(truth, attach_mm=2.0, merge_mm=1.0)
     return graph_keypoints(truth, merge_mm=1.0)
 
@@ -295,7 +319,7 @@ def score(name: str, res: dict, truth, truth_kp, truth_cycles: int) -> dict:
     row |= match_keypoints(graph_keypoints(g, merge_mm=1.0), truth_kp, tolerance_mm=2.0)
     row["cycles"] = contracted_cycles(g, merge_mm=1.0)
     row["cycles_truth"] = truth_cycles
-    if not name.startswith(("tubetk", "aorta")):
+    if not name.startswith(REAL):
         tp, tr = sample_graph(truth, 0.05)
         pp, pr = sample_graph(g, 0.1)
         key = np.concatenate([truth.endpoints, truth.junctions])
@@ -407,19 +431,20 @@ def write_report(rows, handles, methods, quick: bool, wall: float, tag: str = ""
     ]
     groups = [
         ("TubeTK MRA (10 expert-traced cases)", "tubetk_"),
+        ("TubeTK as label maps (one label per expert tube)", "labels_tubetk_"),
         ("synthetic", ""),
         ("VMTK aorta", "aorta"),
     ]
     summary_cols = [c for c in COLS if c[0] not in ("interior_error", "interior_radius_bias")]
     for title, prefix in groups:
         if prefix == "":
-            sel = [r for r in rows if not r["case"].startswith(("tubetk", "aorta"))]
+            sel = [r for r in rows if not r["case"].startswith(REAL)]
         else:
             sel = [r for r in rows if r["case"].startswith(prefix)]
         if not sel:
             continue
         lines += [f"## {title}", ""]
-        if prefix == "tubetk_":
+        if prefix in REAL_TUBES:
             med = medians(rows, prefix, methods)
             lines += ["Medians over the cases:", ""]
             lines += ["| method | n | " + " | ".join(c[1] for c in summary_cols) + " |"]
@@ -591,11 +616,11 @@ def main(argv=None) -> None:
             src = tmp / f"{name}.npz"
             np.savez(src, mask=mask, affine=affine)
             kp = truth_keypoints(name, truth)
-            if not name.startswith(("tubetk", "aorta")):
-                handles[name] = mask_handles(mask)
+            if not name.startswith(REAL):
+                handles[name] = mask_handles(mask != 0)
             from vesseltree.metrics.graph_match import contracted_cycles
 
-            t_cycles = 0 if name.startswith("tubetk") else contracted_cycles(truth)
+            t_cycles = 0 if name.startswith(REAL_TUBES) else contracted_cycles(truth)
             for m in methods:
                 res = run_child(m, src, tmp / f"{name}-{m}.npz", args.timeout, args.code)
                 row = {"case": name, "method": m}
