@@ -111,3 +111,22 @@ def test_cli_joins_labels_unless_asked_not_to(tmp_path):
         args = parser.parse_args(["extract", str(src), "-o", str(out), "--no-progress", *flags])
         assert args.func(args) == 0
         assert read_graph(out).n_components == comps
+
+
+def test_joins_do_not_depend_on_axis_order_or_orientation():
+    truth = synth.random_tree(seed=12, n_branches=15)
+    lab = _label_map(synth.voxelize(truth, spacing=SPACING), _by_branch(truth), truth)
+    data, aff = np.asarray(lab.data), np.asarray(lab.affine)
+    # the same voxels stored flipped along i and with the j and k axes swapped
+    flip = np.eye(4)
+    flip[0, 0], flip[0, 3] = -1.0, data.shape[0] - 1
+    perm = np.eye(4)[[0, 2, 1, 3]]
+    other = Volume(np.ascontiguousarray(np.flip(data, 0).transpose(0, 2, 1)), aff @ flip @ perm)
+
+    def joined_points(g):
+        pts = [np.sort(g.positions[j["nodes"]], axis=0).ravel() for j in g.meta["label_joins"]]
+        return np.asarray(sorted(map(tuple, pts)))
+
+    a, b = extract(lab), extract(other)
+    assert len(a.meta["label_joins"]) == len(b.meta["label_joins"]) >= 12
+    assert np.allclose(joined_points(a), joined_points(b), atol=1e-3)

@@ -83,7 +83,6 @@ def _cap_contacts(
     cosine (mm^2): about the vessel's cross-section where it runs on into the other label, and
     nearly nothing where the other label only lies alongside (normals across ``u``).
     """
-    sign = 1.0 if np.linalg.det(lin) > 0 else -1.0
     c_vox = inv @ (centre - origin)
     half = reach * np.linalg.norm(inv, axis=1) + 2.0  # voxels per axis covering the ball
     lo = np.floor(c_vox - half).astype(np.int64)
@@ -125,7 +124,7 @@ def _cap_contacts(
         g = 0.5 * (grad[tuple(ijk.T)] + grad[tuple(nxt.T)]) @ inv  # world gradient, (F, 3)
         norm = np.linalg.norm(g, axis=1)
         cos = -(g @ u) / np.maximum(norm, 1e-12)
-        area = float(np.linalg.norm(sign * np.cross(lin[:, (k + 1) % 3], lin[:, (k + 2) % 3])))
+        area = float(np.linalg.norm(np.cross(lin[:, (k + 1) % 3], lin[:, (k + 2) % 3])))
         ok = (cos >= min_cos) & (norm > 0)
         for lbl in np.unique(beyond[ok]):
             sel = ok & (beyond == lbl)
