@@ -51,7 +51,8 @@ class Branch:
         """Polyline length, mm (cached: reset ``cached_length`` when an end node moves)."""
         if self.cached_length is None:
             p = self.polyline(graph)
-            self.cached_length = float(np.sqrt((np.diff(p, axis=0) ** 2).sum(1)).sum())
+            d = p[1:] - p[:-1]  # np.diff, without its overhead (called thousands of times)
+            self.cached_length = float(np.sqrt((d * d).sum(1)).sum())
         return self.cached_length
 
     def median_radius(self) -> float | None:
@@ -185,46 +186,55 @@ def build_skeleton_graph(
     if jv.size:
         uniq = unique_ints(clab[jv])
         inv = np.searchsorted(uniq, clab[jv])
+        # the members of every cluster at once, in the order of their voxels: summed in that
+        # order, as a per-cluster mean would
+        members = jv[np.argsort(inv, kind="stable")]
+        count = np.bincount(inv, minlength=len(uniq))
+        starts = np.concatenate([[0], np.cumsum(count)[:-1]])
+        mean = np.add.reduceat(world[members], starts, axis=0) / count[:, None]
+        r_max = np.maximum.reduceat(radius[members], starts)
+        first = len(g.node_pos)
         for c in range(len(uniq)):
-            members = jv[inv == c]
-            node = g.add_node(world[members].mean(0), radius[members].max())
-            node_of[members] = node
+            g.add_node(mean[c].copy(), r_max[c])
+        node_of[members] = np.repeat(np.arange(first, first + len(uniq)), count)
     for v in np.flatnonzero(deg <= 1):
         node_of[v] = g.add_node(world[v], radius[v])
 
-    indptr, indices = adj.indptr, adj.indices
-    visited = np.zeros(s, bool)
+    # the walks go voxel by voxel: on Python lists, whose items are much cheaper to read and
+    # write than those of arrays (key: node_of as a list, kept up to date from here on)
+    indptr, indices = adj.indptr.tolist(), adj.indices.tolist()
+    key = node_of.tolist()
+    visited = [False] * s
     seen_direct: set[tuple[int, int]] = set()
 
     def walk(start: int, first: int) -> None:
         path = []
         prev, cur = start, first
-        while node_of[cur] < 0:
+        while key[cur] < 0:
             visited[cur] = True
             path.append(cur)
-            nbrs = indices[indptr[cur] : indptr[cur + 1]]
-            nxt = nbrs[0] if nbrs[0] != prev else nbrs[1]
-            prev, cur = cur, int(nxt)
+            at = indptr[cur]
+            nxt = indices[at] if indices[at] != prev else indices[at + 1]
+            prev, cur = cur, nxt
         idx = np.asarray(path, dtype=np.int64)
-        g.branches.append(Branch(int(node_of[start]), int(node_of[cur]), world[idx], radius[idx]))
+        g.branches.append(Branch(key[start], key[cur], world[idx], radius[idx]))
 
-    for v in np.flatnonzero(node_of >= 0):
+    for v in np.flatnonzero(node_of >= 0).tolist():
         for nb in indices[indptr[v] : indptr[v + 1]]:
-            nb = int(nb)
-            if node_of[nb] >= 0:
-                pu, pv = int(node_of[v]), int(node_of[nb])
+            if key[nb] >= 0:
+                pu, pv = key[v], key[nb]
                 if pu != pv and (min(pu, pv), max(pu, pv)) not in seen_direct:
                     seen_direct.add((min(pu, pv), max(pu, pv)))
                     g.branches.append(Branch(pu, pv, np.zeros((0, 3)), np.zeros(0)))
             elif not visited[nb]:
-                walk(int(v), nb)
+                walk(v, nb)
     # closed loops of degree-2 voxels with no key node: open them at their first voxel
-    for v in np.flatnonzero((deg == 2) & ~visited):
+    for v in np.flatnonzero((deg == 2) & ~np.array(visited, bool)).tolist():
         if visited[v]:
             continue
-        node_of[v] = g.add_node(world[v], radius[v])
+        key[v] = g.add_node(world[v], radius[v])
         visited[v] = True
-        walk(int(v), int(indices[indptr[v]]))
+        walk(v, indices[indptr[v]])
     return canonical_order(g)
 
 
@@ -264,7 +274,7 @@ def canonical_order(g: SkeletonGraph) -> SkeletonGraph:
     out = SkeletonGraph(
         node_pos=[pos[i].copy() for i in order], node_r=[g.node_r[i] for i in order]
     )
-    keyed = []
+    keyed, mids = [], []
     for b in g.branches:
         if not b.alive:
             continue
@@ -272,8 +282,11 @@ def canonical_order(g: SkeletonGraph) -> SkeletonGraph:
         pts, r = b.pts, b.r
         if u > v or (u == v and len(pts) > 1 and _world_key(pts[[0, -1]])[0] == 1):
             u, v, pts, r = v, u, pts[::-1], r[::-1]
-        mid = np.round(pts[len(pts) // 2], 3) if len(pts) else np.zeros(3)
-        keyed.append(((u, v, len(pts), *mid.tolist()), Branch(u, v, pts, r)))
+        mids.append(pts[len(pts) // 2] if len(pts) else np.zeros(3))
+        keyed.append(((u, v, len(pts)), Branch(u, v, pts, r)))
+    # the middle points, rounded all at once
+    mids = np.round(np.reshape(mids, (-1, 3)), 3).tolist()
+    keyed = [(key + tuple(mid), b) for (key, b), mid in zip(keyed, mids)]
     keyed.sort(key=lambda kb: kb[0])
     out.branches = [b for _, b in keyed]
     return out

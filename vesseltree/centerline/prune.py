@@ -203,8 +203,8 @@ def collapse_short_links(g: SkeletonGraph, *, link_ratio: float) -> int:
     links were collapsed.
     """
     merged = 0
+    inc = g.incidence()  # kept up to date below (only its lists' contents are used)
     while True:
-        inc = g.incidence()
         best = None
         for bi in g.alive_branches():
             b = g.branches[bi]
@@ -224,14 +224,16 @@ def collapse_short_links(g: SkeletonGraph, *, link_ratio: float) -> int:
         g.node_r[keep] = max(g.node_r[keep], g.node_r[gone])
         for bj in inc[keep] + inc[gone]:
             g.branches[bj].cached_length = None
+        inc[keep].remove(best[1])
+        inc[gone].remove(best[1])
         for bj in inc[gone]:
             other = g.branches[bj]
-            if not other.alive:
-                continue
             if other.u == gone:
                 other.u = keep
             if other.v == gone:
                 other.v = keep
+        # the branches of the removed node now end at the kept one (a loop there: twice)
+        inc[keep] += inc.pop(gone)
         merged += 1
 
 
@@ -304,7 +306,9 @@ def cut_contacts(
                 "length_mm": round(float(length), 3),
             }
         )
-        inc = g.incidence()
+        # the incidence without the bridge (the other branches keep their order)
+        inc[b.u].remove(bi)
+        inc[b.v].remove(bi)
     return cuts
 
 

@@ -49,32 +49,72 @@ class Sampler:
         self.lin = inv[:3, :3].astype(np.float32)
         self.off = inv[:3, 3].astype(np.float32)
         self.scale = np.float32(scale)
+        # an axis-aligned affine (every voxel axis along one world axis, possibly flipped or
+        # permuted: the usual case) maps each voxel coordinate from one world coordinate, a
+        # scale instead of a (for 3 x 3, slow) matrix product; the values are the same, as the
+        # product only adds exact zeros
+        nonzero = self.lin != 0
+        self.axis_of = np.argmax(nonzero, axis=1) if np.all(nonzero.sum(1) == 1) else None
+        # flat offsets of the 8 corners of a cell, z fastest: 000, 001, 010, 011, 100, ...
+        s0, s1, _ = self.strides.tolist()
+        # cells are numbered in int32 where the grid allows (cheaper to convert and add), the
+        # corners gathered with intp indices (numpy's take converts any other type first)
+        self.index_type = np.int32 if self.flat.size < 2**31 else np.int64
+        self.corners = np.array([0, 1, s1, s1 + 1, s0, s0 + 1, s0 + s1, s0 + s1 + 1], np.intp)
+        self.corners = self.corners[:, None]
 
     def __call__(self, xyz: np.ndarray) -> np.ndarray:
         """Values (...,) float32 at world points (..., 3)."""
-        v = xyz.astype(np.float32, copy=False) @ self.lin.T + self.off
-        i0 = np.floor(v)
-        f = v - i0
-        i0 = i0.astype(np.int64)
-        ix, iy, iz = i0[..., 0], i0[..., 1], i0[..., 2]
-        out = np.zeros(v.shape[:-1], np.float32)
+        xyz = np.asarray(xyz)
+        if self.axis_of is None:
+            v = xyz.astype(np.float32, copy=False) @ self.lin.T + self.off
+            return self._interpolate([v[..., i].ravel() for i in range(3)], xyz.shape[:-1])
+        return self.at_coords([xyz[..., i] for i in range(3)])
+
+    def at_coords(self, coords: list[np.ndarray]) -> np.ndarray:
+        """Values float32 at world points given as their three coordinate arrays (x, y, z), each
+        of the output's shape: the same as ``self(np.stack(coords, -1))``, without the stack."""
+        if self.axis_of is None:
+            return self(np.stack(coords, axis=-1))
+        vox = [
+            coords[a].astype(np.float32).ravel() * self.lin[i, a] + self.off[i]
+            for i, a in enumerate(self.axis_of.tolist())
+        ]
+        return self._interpolate(vox, coords[0].shape)
+
+    def _interpolate(self, vox: list[np.ndarray], shape: tuple) -> np.ndarray:
+        """Values at the voxel coordinates ``vox`` (three float32 (P,) arrays), shaped ``shape``."""
+        # per axis: integer cell, fraction and its complement
+        cell, frac, comp = [], [], []
+        for v in vox:
+            i0 = np.floor(v)
+            f = v - i0
+            cell.append(i0.astype(self.index_type))
+            frac.append(f)
+            comp.append(1 - f)
+        ix, iy, iz = cell
+        n = len(ix)
         # points whose 8 corners are inside the grid (the common case) take the fast path
         nx, ny, nz = (self.shape - 1).tolist()
-        inner = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny) & (iz >= 0) & (iz < nz)
-        base = ix * self.strides[0] + iy * self.strides[1] + iz
-        base[~inner] = 0
-        fx, fy, fz = f[..., 0], f[..., 1], f[..., 2]
-        s0, s1, _ = self.strides
-        flat = self.flat
-        c00 = flat[base] * (1 - fz) + flat[base + 1] * fz
-        c01 = flat[base + s1] * (1 - fz) + flat[base + s1 + 1] * fz
-        c10 = flat[base + s0] * (1 - fz) + flat[base + s0 + 1] * fz
-        c11 = flat[base + s0 + s1] * (1 - fz) + flat[base + s0 + s1 + 1] * fz
-        val = (c00 * (1 - fy) + c01 * fy) * (1 - fx) + (c10 * (1 - fy) + c11 * fy) * fx
-        out[inner] = val[inner]
-        edge = ~inner
-        if edge.any():  # corners outside the grid read as 0
-            ie, fe = i0[edge], f[edge]
+        inner = None
+        if n and not all(c.min() >= 0 and c.max() < m for c, m in zip(cell, (nx, ny, nz))):
+            inner = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny) & (iz >= 0) & (iz < nz)
+        s0, s1, _ = self.strides.tolist()
+        base = ix * self.index_type(s0)
+        base += iy * self.index_type(s1)
+        base += iz
+        if inner is not None:
+            base[~inner] = 0
+        # all 8 corners in one gather, (8, P), then the same sums as ever, two corners at a time:
+        # along z (4 edges), along y (2 faces), along x
+        val = self.flat.take(base[None, :] + self.corners).astype(np.float32)
+        val = val[0::2] * comp[2] + val[1::2] * frac[2]
+        val = val[0::2] * comp[1] + val[1::2] * frac[1]
+        val = val[0] * comp[0] + val[1] * frac[0]
+        if inner is not None and not inner.all():  # corners outside the grid read as 0
+            edge = ~inner
+            ie = np.stack([c[edge] for c in cell], axis=1).astype(np.int64)
+            fe = np.stack([f[edge] for f in frac], axis=1)
             acc = np.zeros(len(ie), np.float32)
             for dx in (0, 1):
                 for dy in (0, 1):
@@ -86,9 +126,11 @@ class Sampler:
                             * (fe[:, 1] if dy else 1 - fe[:, 1])
                             * (fe[:, 2] if dz else 1 - fe[:, 2])
                         )
-                        acc[ok] += flat[idx[ok] @ self.strides] * w[ok]
-            out[edge] = acc
-        return out * self.scale
+                        acc[ok] += self.flat[idx[ok] @ self.strides] * w[ok]
+            val[edge] = acc
+        if self.scale != 1:
+            val *= self.scale
+        return val.reshape(shape)
 
 
 def frames(tangents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -167,10 +209,11 @@ def cross_sections(
         j, f_lo, f_hi, found = _march(sampler, c, d, f0, rmax, step_mm, n_steps)
         lo = np.where(j > 0, step_mm * j, 0.0)  # rho of step j is step_mm * (j + 1)
         hi = step_mm * (j + 1)
+        d_axes = [np.ascontiguousarray(d[:, :, a]) for a in range(3)]  # (m, K) per world axis
         # bisection on the trilinear field, then a linear guess inside the last bracket
         for _ in range(3):
             mid = 0.5 * (lo + hi)
-            fm = sampler(c[:, None, :] + d * mid[..., None])
+            fm = sampler.at_coords([c[:, a, None] + d_axes[a] * mid for a in range(3)])
             go_out = fm >= 0.5
             lo = np.where(go_out, mid, lo)
             f_lo = np.where(go_out, fm, f_lo)
@@ -204,23 +247,24 @@ def _march(sampler, c, d, f0, rmax, step_mm, n_steps, block: int = 4):
     False where it reached ``rmax`` or ``n_steps`` first).
     """
     m, k = d.shape[:2]
-    rays_c = np.repeat(np.arange(m), k)
-    dirs = d.reshape(-1, 3)
-    reach = rmax[rays_c]
     j = np.full(m * k, n_steps - 1, np.int64)
     f_lo = np.repeat(f0, k).astype(np.float32)
     f_hi = np.zeros(m * k, np.float32)
     found = np.zeros(m * k, bool)
+    # the rays still inside, compacted as they leave: their ids, origins and directions (one
+    # array per world axis, as the sampler takes them), reach, and the field at their last sample
     active = np.arange(m * k)
-    last = np.repeat(f0, k).astype(np.float32)  # field at the last sample of each ray
+    org = [np.repeat(c[:, a], k) for a in range(3)]
+    dirs = [d[:, :, a].ravel() for a in range(3)]
+    reach = np.repeat(rmax, k)
+    last = f_lo.copy()
     for j0 in range(0, n_steps, block):
         if active.size == 0:
             break
         js = np.arange(j0, min(j0 + block, n_steps))
         rhos = step_mm * (js + 1)
-        pts = c[rays_c[active]][:, None, :] + dirs[active][:, None, :] * rhos[None, :, None]
-        vals = sampler(pts)  # (a, B)
-        beyond = rhos[None, :] > reach[active][:, None]
+        vals = sampler.at_coords([o[:, None] + e[:, None] * rhos for o, e in zip(org, dirs)])
+        beyond = rhos[None, :] > reach[:, None]
         below = (vals < 0.5) | beyond
         if js[-1] == n_steps - 1:
             below[:, -1] = True
@@ -231,10 +275,12 @@ def _march(sampler, c, d, f0, rmax, step_mm, n_steps, block: int = 4):
         fj = first[rows]
         j[ray] = js[fj]
         f_hi[ray] = vals[rows, fj]
-        f_lo[ray] = np.where(fj > 0, vals[rows, np.maximum(fj - 1, 0)], last[ray])
+        f_lo[ray] = np.where(fj > 0, vals[rows, np.maximum(fj - 1, 0)], last[rows])
         found[ray] = (vals[rows, fj] < 0.5) & ~beyond[rows, fj]
-        last[active] = vals[:, -1]
-        active = active[~hit]
+        stay = ~hit
+        active, reach, last = active[stay], reach[stay], vals[stay, -1]
+        org = [o[stay] for o in org]
+        dirs = [e[stay] for e in dirs]
     return j.reshape(m, k), f_lo.reshape(m, k), f_hi.reshape(m, k), found.reshape(m, k)
 
 

@@ -227,7 +227,6 @@ def thin(box: np.ndarray, dist: np.ndarray, band: float, parity: tuple | None = 
     shape = np.asarray(box.shape)
     strides = np.array([box.shape[1] * box.shape[2], box.shape[2], 1], np.int64)
     offs = _OFFSETS @ strides
-    weights = np.int64(1) << np.arange(26, dtype=np.int64)
     vox = np.flatnonzero(box.reshape(-1))
     d = dist.reshape(-1)[vox]
     order = np.argsort(d, kind="stable")
@@ -244,11 +243,12 @@ def thin(box: np.ndarray, dist: np.ndarray, band: float, parity: tuple | None = 
     bounds = list(starts) + [len(vox)]
     kept = np.zeros(len(vox), bool)  # tested, not removable at the time, still alive
     dirty = np.zeros(len(vox), bool)  # a neighbour was removed since the last test
-    # row of each object voxel; read only at object voxels, so the rest stays unwritten (an
-    # empty array costs no time or memory where it is never touched, unlike a filled one)
-    flat_box = box.reshape(-1)
+    # row of each object voxel, and whether it is kept, on the grid; read only at object voxels,
+    # so the rest stays unwritten (an empty or zeroed array costs no time or memory where it is
+    # never touched, unlike a filled one)
     row_of = np.empty(box.size, np.int32 if len(vox) < 2**31 else np.int64)
     row_of[vox] = np.arange(len(vox))
+    kept_at = np.zeros(box.size, bool)
     for a, b in zip(bounds[:-1], bounds[1:]):
         cand = np.concatenate([np.flatnonzero(kept & dirty), np.arange(a, b)])
         while cand.size:
@@ -258,17 +258,23 @@ def thin(box: np.ndarray, dist: np.ndarray, band: float, parity: tuple | None = 
                 rows = cand[parity[cand] == sub]
                 if rows.size == 0:
                     continue
-                nbr = flat_alive[vox[rows][:, None] + offs[None, :]]
-                code = (nbr.astype(np.int64) * weights).sum(1)
-                go = (nbr.sum(1) > 1) & _TABLE(code)
-                flat_alive[vox[rows[go]]] = False
+                at = vox[rows]
+                nbr = flat_alive[at[:, None] + offs[None, :]]
+                # the 26 neighbours as the bits of a code (bit b: _OFFSETS[b]), 4 bytes a voxel
+                code = np.packbits(nbr, axis=1, bitorder="little").view("<u4")[:, 0]
+                # at least two neighbours (two bits set), else a curve end
+                go = ((code & (code - 1)) != 0) & _TABLE(code)
+                flat_alive[at[go]] = False
                 kept[rows] = ~go
-                removed.append(rows[go])
+                kept_at[at] = ~go
+                removed.append(at[go])
             gone = np.concatenate(removed) if removed else np.zeros(0, np.int64)
             if gone.size == 0:
                 break
-            nbr_vox = (vox[gone][:, None] + offs[None, :]).ravel()
-            dirty[row_of[nbr_vox[flat_box[nbr_vox]]]] = True
+            # only a kept voxel's dirty flag is ever read (the others are tested afresh when
+            # their band comes), so a removal marks its kept neighbours only
+            nbr_vox = (gone[:, None] + offs[None, :]).ravel()
+            dirty[row_of[nbr_vox[kept_at[nbr_vox]]]] = True
             cand = np.flatnonzero(kept & dirty)
     return alive
 
