@@ -108,6 +108,25 @@ def test_straight_axis_aligned_thick_tube():
     assert abs(np.median(g.radii) - 2.5) < 0.05
 
 
+def test_vessel_leaving_the_volume_runs_to_its_edge():
+    # a 6 mm wide tube cut by both ends of the grid: it leaves the field of view there, so its
+    # centerline runs to the grid's faces instead of stopping a radius short
+    z, y, x = np.mgrid[:60, :40, :40]
+    tube = (x - 19.5) ** 2 + (y - 19.5) ** 2 < 12.0**2
+    vol = Volume(tube, spacing=(0.8, 0.5, 0.5))
+    g = extract_graph(vol)
+    ends = np.sort(g.positions[g.endpoints][:, 0])
+    assert g.meta["tips_extended"] == 2
+    assert np.allclose(ends, [-0.4, 59 * 0.8 + 0.4], atol=0.2)
+    cut = extract_graph(vol, extend_to_border=False)
+    short = np.sort(cut.positions[cut.endpoints][:, 0])
+    assert short[0] > 3.0 and short[1] < 59 * 0.8 - 3.0
+    # a tube that ends inside the grid keeps its tips a radius short of its ends
+    inside = tube & (z >= 10) & (z < 50)
+    g = extract_graph(Volume(inside, spacing=(0.8, 0.5, 0.5)))
+    assert g.meta["tips_extended"] == 0
+
+
 def _symmetric_distance(a, b):
     pa, pb = dense(a)[0], dense(b)[0]
     return max(cKDTree(pb).query(pa)[0].mean(), cKDTree(pa).query(pb)[0].mean())

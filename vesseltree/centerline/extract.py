@@ -12,7 +12,7 @@ Pipeline (each step in its own module):
    normal to the branch through the trilinear mask), radius from the cross-section area,
    smoothing along branches, junctions placed where the branch axes meet, each branch straight
    from its junction to where it leaves the other branches' tubes (tips are extended to the end
-   of the lumen only with ``extend_tips=True``).
+   of the lumen only with ``extend_tips=True``, or where the vessel runs out of the volume).
 """
 
 from __future__ import annotations
@@ -109,6 +109,10 @@ class ExtractionConfig:
         the end, which is where VMTK's centerlines and the TubeTK experts stop too (measured:
         extension lowered F1@0.5 on TubeTK, 0.969 -> 0.967, and F1@1 on the VMTK aorta,
         0.90 -> 0.86); surfaces from the graph still reach the lumen's end.
+    extend_to_border : bool
+        Extend a free tip whose lumen runs on to the edge of the volume, to that edge: the vessel
+        leaves the field of view there rather than ending, so its centerline runs to the border
+        (as the TubeTK experts trace it) instead of stopping a radius short.
     curvature_correction : bool
         On binary masks, add ``h^2 / (12 r)`` to each cross-section radius (``h^2``: mean squared
         voxel size in the section plane, ``r`` at least ``h``): the 0.5 level of the interpolated
@@ -143,6 +147,7 @@ class ExtractionConfig:
     touching_rays: int = 2
     touching_elongation: float = 2.0
     extend_tips: bool = False
+    extend_to_border: bool = True
     curvature_correction: bool = True
     place_junctions: bool = True
     straighten_junctions: bool = True
@@ -493,9 +498,19 @@ def extract_graph(
         touching &= paired
 
     extended = 0
-    if cfg.extend_tips:
+    if cfg.extend_tips or cfg.extend_to_border:
         positions, radii, r_ins, touching, branch, edges, extended = _extend_tips(
-            positions, radii, r_ins, touching, branch, edges, deg, sampler, h, ray_kw
+            positions,
+            radii,
+            r_ins,
+            touching,
+            branch,
+            edges,
+            deg,
+            sampler,
+            h,
+            ray_kw,
+            border_only=not cfg.extend_tips,
         )
 
     t_end = time.perf_counter()
@@ -532,8 +547,11 @@ def extract_graph(
     )
 
 
-def _extend_tips(positions, radii, r_ins, touching, branch, edges, deg, sampler, h, ray_kw):
-    """Prolong every free tip along its direction to where the lumen ends."""
+def _extend_tips(
+    positions, radii, r_ins, touching, branch, edges, deg, sampler, h, ray_kw, border_only=False
+):
+    """Prolong every free tip along its direction to where the lumen ends; with ``border_only``,
+    only the tips whose lumen ends at the edge of the grid (the vessel leaves the volume)."""
     n = len(positions)
     tips = np.flatnonzero(deg == 1)
     if tips.size == 0:
@@ -548,6 +566,9 @@ def _extend_tips(positions, radii, r_ins, touching, branch, edges, deg, sampler,
     d = positions[tips] - positions[nb[tips]]
     d /= np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
     reach = ray_kw["reach"] * r_ins[tips] + ray_kw["reach_mm"]
+    if border_only:
+        # a tip is about a radius short of the end; the border may lie a little farther
+        reach = reach + 2.0 * h
     step = ray_kw["step_mm"] * 0.5
     n_steps = int(np.ceil(reach.max() / step))
     rhos = step * np.arange(1, n_steps + 1)
@@ -560,6 +581,13 @@ def _extend_tips(positions, radii, r_ins, touching, branch, edges, deg, sampler,
     f_out = vals[np.arange(len(tips)), j]
     frac = np.clip((f_in - 0.5) / np.maximum(f_in - f_out, 1e-6), 0, 1)
     ext = np.where(j > 0, rhos[np.maximum(j - 1, 0)], 0.0) + frac * step
+    if border_only:
+        # the lumen ends at the grid's edge where the 0.5 crossing lies beyond the outermost
+        # voxel centres (outside the grid the field reads 0)
+        end = positions[tips] + d * ext[:, None]
+        v = end @ sampler.lin.T.astype(np.float64) + sampler.off
+        at_edge = np.any((v < 0.0) | (v > sampler.shape - 1.0), axis=1) & (j > 0)
+        ext = np.where(at_edge, ext, 0.0)
     new_pos, new_r, new_ri, new_t, new_b, new_e = [], [], [], [], [], []
     count = n
     done = 0
