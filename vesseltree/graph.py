@@ -147,12 +147,15 @@ class VesselGraph:
                 f"edges must not contain self-loops, got edge {e[loops[0]].tolist()} at row {int(loops[0])}"
             )
         if e.shape[0] > 1:
+            # each edge as one integer (low end * n + high end), sorted: a repeat sits next to
+            # its twin (cheaper than np.unique over rows, which every graph pays)
             key = np.sort(e, axis=1)
-            _, first, counts = np.unique(key, axis=0, return_index=True, return_counts=True)
-            if np.any(counts > 1):
-                dup = key[first[np.argmax(counts > 1)]]
+            flat = np.sort(key[:, 0] * n + key[:, 1])
+            repeat = flat[1:] == flat[:-1]
+            if repeat.any():
+                dup = int(flat[1:][repeat][0])  # the lowest repeated edge
                 raise InvalidInputError(
-                    f"edges must not repeat, got edge {dup.tolist()} more than once"
+                    f"edges must not repeat, got edge {[dup // n, dup % n]} more than once"
                 )
         self._positions = readonly(pos)
         self._radii = readonly(rad)

@@ -462,7 +462,14 @@ def extract(
 
     names = _names(labels, labels_json, vol)
     int_data = data.astype(np.uint8) if data.dtype == bool else data
-    present = label_ids(int_data)
+    boxes = None
+    if data.size and int(int_data.max()) < 1 << 20:
+        # the bounding boxes of every label in one pass (find_objects indexes labels 1..max),
+        # which also tells the labels present: cheaper than counting them over an intp copy
+        boxes = ndi.find_objects(int_data)
+        present = np.array([i + 1 for i, b in enumerate(boxes) if b is not None], np.int64)
+    else:
+        present = label_ids(int_data)
     if label is not None:
         chosen = resolve_labels(label, names, present)
     else:
@@ -473,9 +480,7 @@ def extract(
             raise EmptyInputError(msg)
         warnings.warn(f"extract: {msg}; returning an empty graph", RuntimeWarning, stacklevel=2)
         return {} if per_label else _merge([], vol.affine, {"empty": msg})
-    # bounding boxes of every label in one pass (find_objects indexes labels 1..max)
-    if int(chosen[-1]) < 1 << 20:
-        boxes = ndi.find_objects(int_data, max_label=int(chosen[-1]))
+    if boxes is not None:
         box_of = {c: boxes[c - 1] for c in chosen}
     else:  # pragma: no cover - huge label ids
         box_of = {c: ndi.find_objects((int_data == c).astype(np.uint8))[0] for c in chosen}
@@ -498,7 +503,8 @@ def extract(
             )
             empty.append(c)
             continue
-        g = g.replace(affine=vol.affine)
+        # g keeps the crop's affine: its positions are world mm already, and _merge gives the
+        # merged graph(s) the source's affine (a replace() here would rebuild and recheck g)
         parts.append((c, g))
     per = {
         str(c): {"name": inv.get(c), **_summary(g)} if c in inv else _summary(g) for c, g in parts

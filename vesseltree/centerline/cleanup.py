@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+from scipy import ndimage as ndi
 from scipy.sparse.csgraph import connected_components
 
 from ..errors import EmptyInputError, InvalidInputError
@@ -24,6 +25,8 @@ __all__ = [
     "neighbour_offsets",
     "SparseMask",
     "sparse_components",
+    "mask_components",
+    "pair_graph",
     "face_neighbours",
     "clean_mask",
     "unique_ints",
@@ -85,6 +88,37 @@ def binarize(data: np.ndarray, *, threshold: float = 0.5, name: str = "volume") 
     return np.ascontiguousarray(data >= threshold)
 
 
+def pair_graph(a: np.ndarray, b: np.ndarray, n: int, *, symmetric: bool = False) -> sp.csr_matrix:
+    """The links ``a[i] -> b[i]`` (and back, with ``symmetric``) as an (n, n) int8 CSR matrix,
+    for its structure: ``coo_matrix(...).tocsr()`` (plus its transpose).
+
+    Few links are sorted straight into canonical CSR arrays (a link given twice stored once),
+    without the intermediate matrices, whose fixed cost dominates for the small graphs of one
+    label; many go through scipy, whose counting sort is then cheaper than a sort.
+    """
+    if len(a) > _PAIR_GRAPH_DIRECT_MAX:
+        g = sp.coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(n, n)).tocsr()
+        return (g + g.T).tocsr() if symmetric else g
+    a = np.asarray(a, np.int64)
+    b = np.asarray(b, np.int64)
+    if symmetric:
+        a, b = np.concatenate([a, b]), np.concatenate([b, a])
+    keys = unique_ints(a * n + b)
+    rows, cols = np.divmod(keys, n)
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    idx_type = np.int32 if max(len(keys), n) < 2**31 else np.int64
+    return sp.csr_matrix(
+        (np.ones(len(keys), np.int8), cols.astype(idx_type), indptr.astype(idx_type)),
+        shape=(n, n),
+        copy=False,
+    )
+
+
+# pair_graph builds the CSR arrays itself up to this many links, through scipy beyond
+_PAIR_GRAPH_DIRECT_MAX = 1 << 14
+
+
 def neighbour_offsets(connectivity: int = 26, *, half: bool = False) -> np.ndarray:
     """(K, 3) int offsets of the 6-, 18- or 26-neighbourhood; ``half`` keeps one of each +-pair."""
     g = np.stack(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1], indexing="ij"), -1).reshape(-1, 3)
@@ -96,6 +130,18 @@ def neighbour_offsets(connectivity: int = 26, *, half: bool = False) -> np.ndarr
         first = np.array([next(v for v in row if v != 0) for row in g])
         g = g[first > 0]
     return g.astype(np.int64)
+
+
+# the neighbourhoods used per call, made once (they run a few times per label)
+_HALF_OFFSETS = {c: neighbour_offsets(c, half=True) for c in (6, 18, 26)}
+_SIX_OFFSETS = neighbour_offsets(6)
+for _off in (*_HALF_OFFSETS.values(), _SIX_OFFSETS):
+    _off.setflags(write=False)
+# sparse_adjacency looks up all offsets at once up to this many (offset, voxel) pairs, one
+# offset at a time beyond (bounding the temporary arrays of a large mask)
+_ONE_LOOKUP_MAX = 1 << 18
+# mask_components labels the dense grid where it holds at most this many voxels per member
+_DENSE_LABEL_RATIO = 128
 
 
 @dataclass
@@ -150,7 +196,7 @@ def face_neighbours(fg: SparseMask) -> tuple[np.ndarray, np.ndarray]:
     shape = np.asarray(fg.shape)
     strides = np.array([fg.shape[1] * fg.shape[2], fg.shape[2], 1], np.int64)
     inside, outside = [], []
-    for off in neighbour_offsets(6):
+    for off in _SIX_OFFSETS:
         axis = int(np.flatnonzero(off)[0])
         edge = ijk[:, axis] == (0 if off[axis] < 0 else shape[axis] - 1)
         inside.append(fg.flat[~edge] + off[axis] * strides[axis])
@@ -162,8 +208,15 @@ def sparse_adjacency(
     ijk: np.ndarray, lookup, connectivity: int = 26
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (a, b) of rows of ``ijk`` that are neighbours (each pair once)."""
+    offsets = _HALF_OFFSETS[connectivity]
+    if len(ijk) * len(offsets) <= _ONE_LOOKUP_MAX:
+        # a small set: every offset in one lookup, (K, F); its non-zeros come offset by offset,
+        # in the order of the loop below
+        nb = lookup(ijk[None, :, :] + offsets[:, None, :])
+        which, ok = np.nonzero(nb >= 0)
+        return ok.astype(np.int64), nb[which, ok]
     rows_a, rows_b = [], []
-    for off in neighbour_offsets(connectivity, half=True):
+    for off in offsets:
         nb = lookup(ijk + off)
         ok = np.flatnonzero(nb >= 0)
         rows_a.append(ok)
@@ -179,9 +232,27 @@ def sparse_components(ijk: np.ndarray, lookup, connectivity: int = 26) -> tuple[
     if n == 0:
         return 0, np.zeros(0, np.int64)
     a, b = sparse_adjacency(ijk, lookup, connectivity)
-    graph = sp.coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(n, n)).tocsr()
-    k, labels = connected_components(graph, directed=False)
+    k, labels = connected_components(pair_graph(a, b, n), directed=False)
     return int(k), labels.astype(np.int64)
+
+
+def mask_components(sm: SparseMask, connectivity: int = 26) -> tuple[int, np.ndarray]:
+    """Connected components of ``sm``'s voxels: (count, (F,) label per voxel), as
+    :func:`sparse_components` numbers them (by their first voxel in flat order).
+
+    Where the voxels fill at least 1/``_DENSE_LABEL_RATIO`` of the grid (a cropped label), the
+    grid is labelled densely with ``ndimage.label``, which numbers components in the same
+    (raster) order and is cheaper there than the sparse graph; else the sparse way.
+    """
+    size = int(np.prod(sm.shape))
+    if size > _DENSE_LABEL_RATIO * len(sm.flat) or len(sm.flat) == 0:
+        return sparse_components(sm.ijk, sm.lookup, connectivity)
+    dense = np.zeros(size, bool)
+    dense[sm.flat] = True
+    rank = {6: 1, 18: 2, 26: 3}[connectivity]
+    structure = ndi.generate_binary_structure(3, rank)
+    lab, k = ndi.label(dense.reshape(sm.shape), structure)
+    return int(k), lab.reshape(-1)[sm.flat].astype(np.int64) - 1
 
 
 def _fill_cavities(mask: np.ndarray, fg: SparseMask, max_cavity_voxels: float) -> int:
@@ -193,7 +264,7 @@ def _fill_cavities(mask: np.ndarray, fg: SparseMask, max_cavity_voxels: float) -
     noise pockets of real and synthetic masks at a cost that follows the surface size.
     """
     shape = np.asarray(fg.shape)
-    six = neighbour_offsets(6)
+    six = _SIX_OFFSETS
     cand_flat, _ = face_neighbours(fg)
     cand_flat = cand_flat[~mask.ravel()[cand_flat]]
     # a voxel of a cavity at most two voxels thick has at least three faces on the vessel
@@ -203,18 +274,17 @@ def _fill_cavities(mask: np.ndarray, fg: SparseMask, max_cavity_voxels: float) -
         return 0
     shell = SparseMask(shell_flat, fg.shape)
     sijk = shell.ijk
-    k, lab = sparse_components(sijk, shell.lookup, 6)
+    k, lab = mask_components(shell, 6)
     # a shell voxel "leaks" when a face neighbour is inside the grid, background, and not in the shell,
     # or when it lies on the grid border (the outside of the grid counts as open background)
     leak = np.zeros(k, bool)
-    for off in six:
-        nb = sijk + off
-        outside = ~np.all((nb >= 0) & (nb < shape), axis=1)
-        leak[lab[outside]] = True
-        nb_in = np.where(outside[:, None], 0, nb)
-        nb_flat = np.ravel_multi_index(tuple(nb_in.T), fg.shape)
-        open_bg = ~outside & ~mask.ravel()[nb_flat] & (shell.lookup(nb_in) < 0)
-        leak[lab[open_bg]] = True
+    # the 6 face neighbours of every shell voxel at once, (6, S, 3)
+    nb = sijk[None, :, :] + six[:, None, :]
+    outside = ~np.all((nb >= 0) & (nb < shape), axis=2)
+    nb_in = np.where(outside[..., None], 0, nb)
+    nb_flat = np.ravel_multi_index(tuple(np.moveaxis(nb_in, -1, 0)), fg.shape)
+    open_bg = ~outside & ~mask.ravel()[nb_flat] & (shell.lookup(nb_in) < 0)
+    leak[lab[(outside | open_bg).any(axis=0)]] = True
     sizes = np.bincount(lab, minlength=k)
     fill = ~leak & (sizes <= max_cavity_voxels)
     chosen = shell_flat[fill[lab]]
@@ -269,8 +339,7 @@ def clean_mask(
         filled = _fill_cavities(mask, fg, max_cavity_mm3 / voxel_volume_mm3)
         if filled:
             fg = SparseMask.from_dense(mask)
-    ijk = fg.ijk
-    k, lab = sparse_components(ijk, fg.lookup, 26)
+    k, lab = mask_components(fg, 26)
     sizes = np.bincount(lab, minlength=k)
     keep = sizes * voxel_volume_mm3 >= min_component_mm3
     report = {

@@ -37,7 +37,13 @@ from .prune import (
     drop_small_components,
     prune_spurs,
 )
-from .refine import Sampler, cross_sections, place_junctions, smooth_on_graph, straighten_in_balls
+from .refine import (
+    Sampler,
+    cross_sections,
+    graph_smoother,
+    place_junctions,
+    straighten_in_balls,
+)
 from .skeleton import BoundaryTree, skeletonize_components
 
 __all__ = ["ExtractionConfig", "extract_graph"]
@@ -417,7 +423,10 @@ def extract_graph(
         clip_ratio=cfg.clip_ratio,
     )
     weights = np.ones(n)
-    pre = smooth_on_graph(positions, paths, weights, max(cfg.smoothing, 1.0))
+    # the same graph is smoothed several times: each system is factorised once
+    lam_pre = max(cfg.smoothing, 1.0)
+    smooth_pre = graph_smoother(paths, weights, lam_pre)
+    pre = smooth_pre(positions)
     tangents = _tangents(pre, paths)
     sec = None
     for _ in range(max(cfg.refine_iterations, 1)):
@@ -429,9 +438,7 @@ def extract_graph(
         big = np.linalg.norm(step, axis=1) > np.maximum(r_ins[idx], voxel)
         step[big] = 0.0
         positions[idx] += step
-        tangents = _tangents(
-            smooth_on_graph(positions, paths, weights, max(cfg.smoothing, 1.0)), paths
-        )
+        tangents = _tangents(smooth_pre(positions), paths)
     area = np.full(n, np.nan)
     area[idx] = np.where(sec["inside"], sec["area"], np.nan)
     n_open = np.zeros(n, np.int64)
@@ -439,7 +446,10 @@ def extract_graph(
     elong = np.ones(n)
     elong[idx] = np.where(sec["inside"], sec["elongation"], 1.0)
     if cfg.smoothing > 0:
-        positions = smooth_on_graph(positions, paths, weights, cfg.smoothing)
+        same = cfg.smoothing == lam_pre
+        positions = (smooth_pre if same else graph_smoother(paths, weights, cfg.smoothing))(
+            positions
+        )
 
     edges = np.concatenate([np.stack([p[:-1], p[1:]], axis=1) for p in paths])
     radii = np.sqrt(area / np.pi)

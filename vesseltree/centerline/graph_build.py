@@ -16,10 +16,9 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from .cleanup import SparseMask, sparse_adjacency, unique_ints
+from .cleanup import SparseMask, pair_graph, sparse_adjacency, unique_ints
 
 __all__ = ["Branch", "SkeletonGraph", "build_skeleton_graph", "canonical_order"]
 
@@ -171,19 +170,20 @@ def build_skeleton_graph(
     sm = SparseMask(np.ravel_multi_index(tuple(skel.T), shape).astype(np.int64), tuple(shape))
     world = skel @ affine[:3, :3].T + affine[:3, 3]
     a, b = _reduced_edges(skel, sm.lookup)
-    adj = sp.coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(s, s)).tocsr()
-    adj = (adj + adj.T).tocsr()
+    adj = pair_graph(a, b, s, symmetric=True)
     deg = np.diff(adj.indptr)
     g = SkeletonGraph()
     node_of = np.full(s, -1, np.int64)
 
     # junction clusters
     junc = deg >= 3
-    jj = junc[a] & junc[b]
-    jgraph = sp.coo_matrix((np.ones(int(jj.sum()), np.int8), (a[jj], b[jj])), shape=(s, s))
-    _, clab = connected_components(jgraph, directed=False)
     jv = np.flatnonzero(junc)
     if jv.size:
+        jj = junc[a] & junc[b]
+        if jj.any():
+            _, clab = connected_components(pair_graph(a[jj], b[jj], s), directed=False)
+        else:  # no two junction voxels touch: each is a cluster of its own
+            clab = np.arange(s)
         uniq = unique_ints(clab[jv])
         inv = np.searchsorted(uniq, clab[jv])
         # the members of every cluster at once, in the order of their voxels: summed in that

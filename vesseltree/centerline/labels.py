@@ -64,6 +64,13 @@ def _tip_frames(graph: VesselGraph, back_mm: float) -> tuple[np.ndarray, np.ndar
     return tips, dirs, rad
 
 
+def _face_areas(lin: np.ndarray) -> list[float]:
+    """Area (mm^2) of a voxel face across each voxel axis, for the voxel -> world matrix ``lin``."""
+    return [
+        float(np.linalg.norm(np.cross(lin[:, (k + 1) % 3], lin[:, (k + 2) % 3]))) for k in range(3)
+    ]
+
+
 def _cap_contacts(
     data: np.ndarray,
     lin: np.ndarray,
@@ -74,6 +81,7 @@ def _cap_contacts(
     u: np.ndarray,
     reach: float,
     min_cos: float,
+    face_areas: list[float] | None = None,
 ) -> dict[int, float]:
     """Forward-facing boundary area of ``label`` within ``reach`` of ``centre``, per other label.
 
@@ -82,6 +90,7 @@ def _cap_contacts(
     matter), makes a cosine of at least ``min_cos`` with ``u``. Each adds its area times that
     cosine (mm^2): about the vessel's cross-section where it runs on into the other label, and
     nearly nothing where the other label only lies alongside (normals across ``u``).
+    ``face_areas`` are those of :func:`_face_areas` (``lin``'s, computed here if not given).
     """
     c_vox = inv @ (centre - origin)
     half = reach * np.linalg.norm(inv, axis=1) + 2.0  # voxels per axis covering the ball
@@ -96,6 +105,8 @@ def _cap_contacts(
         tuple(slice(x, z) for x, z in zip(a, b))
     ]
     own = block == label
+    if not np.any(block[~own]):
+        return {}  # no other label nearby: no face can count (the loop below finds none)
     smooth = ndi.gaussian_filter(own.astype(np.float32), 1.0, mode="constant")
     # outward normal in world space: minus the indicator's gradient, through the inverse transpose
     grad = np.stack(np.gradient(smooth), axis=-1)
@@ -124,7 +135,7 @@ def _cap_contacts(
         g = 0.5 * (grad[tuple(ijk.T)] + grad[tuple(nxt.T)]) @ inv  # world gradient, (F, 3)
         norm = np.linalg.norm(g, axis=1)
         cos = -(g @ u) / np.maximum(norm, 1e-12)
-        area = float(np.linalg.norm(np.cross(lin[:, (k + 1) % 3], lin[:, (k + 2) % 3])))
+        area = face_areas[k] if face_areas is not None else _face_areas(lin)[k]
         ok = (cos >= min_cos) & (norm > 0)
         for lbl in np.unique(beyond[ok]):
             sel = ok & (beyond == lbl)
@@ -210,6 +221,7 @@ def label_joins(
     lin, origin = affine[:3, :3], affine[:3, 3]
     inv = np.linalg.inv(lin)
     voxel = float(np.linalg.norm(lin, axis=0).max())
+    areas = _face_areas(lin)  # the same for every tip
     index = {lbl: p for p, (lbl, _) in enumerate(parts)}
     offsets = np.cumsum([0] + [g.n_nodes for _, g in parts])
     trees = [cKDTree(g.positions) if g.n_nodes else None for _, g in parts]
@@ -223,7 +235,9 @@ def label_joins(
             # the cap seen from one radius behind the tip (a tip may reach the boundary itself)
             base = g.positions[t] - r * u
             reach = 3.0 * r + 2.0 * voxel
-            contact = _cap_contacts(data, lin, inv, origin, lbl, base, u, reach, min_cos)
+            contact = _cap_contacts(
+                data, lin, inv, origin, lbl, base, u, reach, min_cos, face_areas=areas
+            )
             # every other label counts towards the cover (a label too small to leave a
             # centerline may sit in between); joins go to the labels with a centerline that
             # take a fair part of it (at a fork between labels, each branch)

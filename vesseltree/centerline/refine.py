@@ -16,14 +16,26 @@ orientation or shear is handled alike.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.linalg import factorized
+from scipy.sparse.linalg import splu
 
-__all__ = ["Sampler", "cross_sections", "smooth_on_graph", "frames"]
+__all__ = [
+    "Sampler",
+    "cross_sections",
+    "smooth_on_graph",
+    "graph_smoother",
+    "smoothing_matrix",
+    "frames",
+]
 
 log = logging.getLogger(__name__)
+
+
+# the (dx, dy, dz) steps from a cell's first corner to its 8 corners, z fastest
+_CORNER_STEPS = np.array([(dx, dy, dz) for dx in (0, 1) for dy in (0, 1) for dz in (0, 1)])
 
 
 class Sampler:
@@ -55,6 +67,8 @@ class Sampler:
         # product only adds exact zeros
         nonzero = self.lin != 0
         self.axis_of = np.argmax(nonzero, axis=1) if np.all(nonzero.sum(1) == 1) else None
+        if self.axis_of is not None:  # the scale of each voxel axis, (3, 1) float32
+            self.axis_scale = self.lin[np.arange(3), self.axis_of][:, None]
         # flat offsets of the 8 corners of a cell, z fastest: 000, 001, 010, 011, 100, ...
         s0, s1, _ = self.strides.tolist()
         # cells are numbered in int32 where the grid allows (cheaper to convert and add), the
@@ -68,7 +82,7 @@ class Sampler:
         xyz = np.asarray(xyz)
         if self.axis_of is None:
             v = xyz.astype(np.float32, copy=False) @ self.lin.T + self.off
-            return self._interpolate([v[..., i].ravel() for i in range(3)], xyz.shape[:-1])
+            return self._interpolate(np.ascontiguousarray(v.reshape(-1, 3).T), xyz.shape[:-1])
         return self.at_coords([xyz[..., i] for i in range(3)])
 
     def at_coords(self, coords: list[np.ndarray]) -> np.ndarray:
@@ -76,28 +90,28 @@ class Sampler:
         of the output's shape: the same as ``self(np.stack(coords, -1))``, without the stack."""
         if self.axis_of is None:
             return self(np.stack(coords, axis=-1))
-        vox = [
-            coords[a].astype(np.float32).ravel() * self.lin[i, a] + self.off[i]
-            for i, a in enumerate(self.axis_of.tolist())
-        ]
+        # (3, P) voxel coordinates, a row per voxel axis: each world coordinate cast to float32
+        # (on assignment), then scaled and shifted, all rows at once
+        vox = np.empty((3, coords[0].size), np.float32)
+        for i, a in enumerate(self.axis_of.tolist()):
+            vox[i] = coords[a].reshape(-1)
+        vox *= self.axis_scale
+        vox += self.off[:, None]
         return self._interpolate(vox, coords[0].shape)
 
-    def _interpolate(self, vox: list[np.ndarray], shape: tuple) -> np.ndarray:
-        """Values at the voxel coordinates ``vox`` (three float32 (P,) arrays), shaped ``shape``."""
-        # per axis: integer cell, fraction and its complement
-        cell, frac, comp = [], [], []
-        for v in vox:
-            i0 = np.floor(v)
-            f = v - i0
-            cell.append(i0.astype(self.index_type))
-            frac.append(f)
-            comp.append(1 - f)
+    def _interpolate(self, vox: np.ndarray, shape: tuple) -> np.ndarray:
+        """Values at the voxel coordinates ``vox`` ((3, P) float32), shaped ``shape``."""
+        # per axis (row): integer cell, fraction and its complement
+        i0 = np.floor(vox)
+        frac = vox - i0
+        cell = i0.astype(self.index_type)
+        comp = 1 - frac
         ix, iy, iz = cell
-        n = len(ix)
+        n = cell.shape[1]
         # points whose 8 corners are inside the grid (the common case) take the fast path
         nx, ny, nz = (self.shape - 1).tolist()
         inner = None
-        if n and not all(c.min() >= 0 and c.max() < m for c, m in zip(cell, (nx, ny, nz))):
+        if n and not (np.all(cell.min(axis=1) >= 0) and np.all(cell.max(axis=1) < self.shape - 1)):
             inner = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny) & (iz >= 0) & (iz < nz)
         s0, s1, _ = self.strides.tolist()
         base = ix * self.index_type(s0)
@@ -113,20 +127,22 @@ class Sampler:
         val = val[0] * comp[0] + val[1] * frac[0]
         if inner is not None and not inner.all():  # corners outside the grid read as 0
             edge = ~inner
-            ie = np.stack([c[edge] for c in cell], axis=1).astype(np.int64)
-            fe = np.stack([f[edge] for f in frac], axis=1)
+            ie = cell[:, edge].T.astype(np.int64)
+            fe = frac[:, edge]
+            # the 8 corners at once, (8, E), z fastest; a corner outside the grid adds 0
+            idx = ie[None, :, :] + _CORNER_STEPS[:, None, :]
+            ok = np.all((idx >= 0) & (idx < self.shape), axis=2)
+            corner = self.flat[np.where(ok, idx @ self.strides, 0)] * ok
+            # weights as products in x, y, z order, (2, E) per axis: 1 - f and f
+            wx, wy, wz = (np.stack([1 - f, f]) for f in fe)
+            w = ((wx[:, None, None, :] * wy[None, :, None, :]) * wz[None, None, :, :]).reshape(
+                8, -1
+            )
+            term = corner * w
+            # summed corner by corner from zero, as the values are exact sums in that order
             acc = np.zeros(len(ie), np.float32)
-            for dx in (0, 1):
-                for dy in (0, 1):
-                    for dz in (0, 1):
-                        idx = ie + (dx, dy, dz)
-                        ok = np.all((idx >= 0) & (idx < self.shape), axis=1)
-                        w = (
-                            (fe[:, 0] if dx else 1 - fe[:, 0])
-                            * (fe[:, 1] if dy else 1 - fe[:, 1])
-                            * (fe[:, 2] if dz else 1 - fe[:, 2])
-                        )
-                        acc[ok] += self.flat[idx[ok] @ self.strides] * w[ok]
+            for t in term:
+                acc += t
             val[edge] = acc
         if self.scale != 1:
             val *= self.scale
@@ -137,10 +153,22 @@ def frames(tangents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Two unit vectors (n, 3) spanning the plane perpendicular to each unit tangent (n, 3)."""
     helper = np.zeros_like(tangents)
     helper[np.arange(len(tangents)), np.argmin(np.abs(tangents), axis=1)] = 1.0
-    u = np.cross(tangents, helper)
+    u = _cross(tangents, helper)
     u /= np.linalg.norm(u, axis=1, keepdims=True)
-    w = np.cross(tangents, u)
+    w = _cross(tangents, u)
     return u, w
+
+
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cross product of two (n, 3) arrays: ``np.cross(a, b)``, the same products and
+    differences (so the same bits), without its axis handling, which dominates for small n."""
+    a0, a1, a2 = a[:, 0], a[:, 1], a[:, 2]
+    b0, b1, b2 = b[:, 0], b[:, 1], b[:, 2]
+    out = np.empty(np.broadcast_shapes(a.shape, b.shape), np.result_type(a, b))
+    np.subtract(a1 * b2, a2 * b1, out=out[:, 0])
+    np.subtract(a2 * b0, a0 * b2, out=out[:, 1])
+    np.subtract(a0 * b1, a1 * b0, out=out[:, 2])
+    return out
 
 
 def cross_sections(
@@ -239,6 +267,10 @@ def cross_sections(
     return out
 
 
+# _march samples at least about this many points per block
+_MARCH_POINTS = 8192
+
+
 def _march(sampler, c, d, f0, rmax, step_mm, n_steps, block: int = 4):
     """First step (0-based, along each of the (m, K) rays) that leaves the lumen or the reach.
 
@@ -247,6 +279,9 @@ def _march(sampler, c, d, f0, rmax, step_mm, n_steps, block: int = 4):
     False where it reached ``rmax`` or ``n_steps`` first).
     """
     m, k = d.shape[:2]
+    # few rays: longer blocks (all steps at once for a small graph), as the fixed cost of a
+    # block outweighs the samples past a ray's exit; every sample and every answer is the same
+    block = max(block, _MARCH_POINTS // max(m * k, 1))
     j = np.full(m * k, n_steps - 1, np.int64)
     f_lo = np.repeat(f0, k).astype(np.float32)
     f_hi = np.zeros(m * k, np.float32)
@@ -302,27 +337,73 @@ def smooth_on_graph(
     lam : float
         Smoothness, in units of the node spacing to the fourth power.
     """
-    n = len(positions)
-    rows, cols, vals = [], [], []
-    r = 0
-    for p in paths:
-        if len(p) < 3:
-            continue
-        k = len(p) - 2
-        rr = r + np.arange(k)
-        rows += [rr, rr, rr]
-        cols += [p[:-2], p[1:-1], p[2:]]
-        vals += [np.ones(k), -2 * np.ones(k), np.ones(k)]
-        r += k
-    if r == 0 or lam <= 0:
-        return positions.copy()
-    d = sp.csr_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(r, n)
-    )
-    a = (sp.diags(weights) + lam * (d.T @ d)).tocsc()
-    solve = factorized(a)
-    rhs = positions * weights[:, None]
-    return np.stack([solve(rhs[:, i]) for i in range(3)], axis=1)
+    return graph_smoother(paths, weights, lam)(positions)
+
+
+def graph_smoother(
+    paths: list[np.ndarray], weights: np.ndarray, lam: float
+) -> Callable[[np.ndarray], np.ndarray]:
+    """:func:`smooth_on_graph` with ``paths``, ``weights`` and ``lam`` fixed: a function of the
+    positions. The system is assembled and factorised once, for any number of position sets
+    (refinement smooths the same graph several times); each result is the same as
+    ``smooth_on_graph(positions, paths, weights, lam)``.
+    """
+    triples = [
+        np.stack([p[:-2], p[1:-1], p[2:]], axis=1) for p in paths if len(p) >= 3
+    ]  # one row of second differences per node triple along a path
+    if not triples or lam <= 0:
+        return lambda positions: positions.copy()
+    a = smoothing_matrix(np.concatenate(triples).astype(np.int64), weights, lam)
+    solve = splu(a).solve
+
+    def smooth(positions: np.ndarray) -> np.ndarray:
+        rhs = positions * weights[:, None]
+        return np.stack([solve(rhs[:, i]) for i in range(3)], axis=1)
+
+    return smooth
+
+
+# the products D[r, i] * D[r, j] of one row (1, -2, 1) of second differences, row-major
+_SECOND_DIFF_PRODUCTS = np.outer([1.0, -2.0, 1.0], [1.0, -2.0, 1.0]).ravel()
+# graphs up to this many nodes get their smoothing matrix summed in a dense (n, n) array, larger
+# ones through scipy.sparse
+_DENSE_SMOOTHING_MAX = 384
+
+
+def smoothing_matrix(triples: np.ndarray, weights: np.ndarray, lam: float) -> sp.csc_matrix:
+    """The system ``diag(weights) + lam * D^T D`` of :func:`smooth_on_graph`, as a CSC matrix.
+
+    ``D`` has one row ``x_a - 2 x_b + x_c`` per node triple ``(a, b, c)`` of ``triples`` (T, 3).
+    For a small graph the matrix is assembled straight into canonical CSC arrays (sorted,
+    summed, exact zeros dropped), as scipy's ``(diags(w) + lam * (d.T @ d)).tocsc()`` leaves it
+    but without the half a dozen intermediate sparse matrices, which cost far more than the
+    factorisation for the small graphs of a label. The entries are bit for bit the same: those
+    of ``D^T D`` are sums of small integers (exact in any order) and each is then scaled by
+    ``lam`` and added to its weight once, as scipy does.
+    """
+    n = len(weights)
+    if n > _DENSE_SMOOTHING_MAX:
+        # a large graph: scipy's sparse products, whose fixed cost no longer matters
+        k = len(triples)
+        d = sp.csr_matrix(
+            (np.tile([1.0, -2.0, 1.0], k), (np.repeat(np.arange(k), 3), triples.ravel())),
+            shape=(k, n),
+        )
+        return (sp.diags(weights) + lam * (d.T @ d)).tocsc()
+    # every product D[r, i] * D[r, j] of a row with itself (9 per triple), keyed column-major
+    # (the symmetric matrix's CSC is its CSR), summed into the dense matrix, whose non-zeros
+    # then come in key order
+    rows = np.repeat(triples, 3, axis=1).ravel()
+    cols = np.tile(triples, (1, 3)).ravel()
+    prod = np.tile(_SECOND_DIFF_PRODUCTS, len(triples))
+    vals = lam * np.bincount(cols * n + rows, weights=prod, minlength=n * n)
+    vals[:: n + 1] = weights + vals[:: n + 1]
+    keys = np.flatnonzero(vals)  # scipy drops the exact zeros of each product and sum
+    vals = vals[keys]
+    idx_type = np.int32 if max(len(vals), n) < 2**31 else np.int64
+    row = (keys % n).astype(idx_type)
+    indptr = np.searchsorted(keys, np.arange(n + 1) * n).astype(idx_type)  # column starts
+    return sp.csc_matrix((vals, row, indptr), shape=(n, n), copy=False)
 
 
 def place_junctions(
