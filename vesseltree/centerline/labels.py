@@ -148,7 +148,6 @@ class _Linked:
 
     def __init__(self, parts: list[tuple[int, VesselGraph]], offsets: np.ndarray):
         self.pos = np.concatenate([g.positions for _, g in parts])
-        self.adj: dict[int, list[int]] = {}
         self.csr = [(g.adjacency, int(o)) for (_, g), o in zip(parts, offsets[:-1])]
         self.owner = np.repeat(np.arange(len(parts)), [g.n_nodes for _, g in parts])
         self.extra: dict[int, list[int]] = {}
