@@ -594,9 +594,7 @@ def _extend_tips(
     if border_only:
         # the lumen ends at the grid's edge where the 0.5 crossing lies beyond the outermost
         # voxel centres (outside the grid the field reads 0)
-        end = positions[tips] + d * ext[:, None]
-        v = end @ sampler.lin.T.astype(np.float64) + sampler.off
-        at_edge = np.any((v < 0.0) | (v > sampler.shape - 1.0), axis=1) & (j > 0)
+        at_edge = sampler.beyond_centres(positions[tips] + d * ext[:, None]) & (j > 0)
         ext = np.where(at_edge, ext, 0.0)
     new_pos, new_r, new_ri, new_t, new_b, new_e = [], [], [], [], [], []
     count = n

@@ -81,7 +81,7 @@ def _cap_contacts(
     u: np.ndarray,
     reach: float,
     min_cos: float,
-    face_areas: list[float] | None = None,
+    face_areas: list[float],
 ) -> dict[int, float]:
     """Forward-facing boundary area of ``label`` within ``reach`` of ``centre``, per other label.
 
@@ -90,7 +90,7 @@ def _cap_contacts(
     matter), makes a cosine of at least ``min_cos`` with ``u``. Each adds its area times that
     cosine (mm^2): about the vessel's cross-section where it runs on into the other label, and
     nearly nothing where the other label only lies alongside (normals across ``u``).
-    ``face_areas`` are those of :func:`_face_areas` (``lin``'s, computed here if not given).
+    ``face_areas`` are those of :func:`_face_areas` for ``lin`` (the same for every tip).
     """
     c_vox = inv @ (centre - origin)
     half = reach * np.linalg.norm(inv, axis=1) + 2.0  # voxels per axis covering the ball
@@ -135,7 +135,7 @@ def _cap_contacts(
         g = 0.5 * (grad[tuple(ijk.T)] + grad[tuple(nxt.T)]) @ inv  # world gradient, (F, 3)
         norm = np.linalg.norm(g, axis=1)
         cos = -(g @ u) / np.maximum(norm, 1e-12)
-        area = face_areas[k] if face_areas is not None else _face_areas(lin)[k]
+        area = face_areas[k]
         ok = (cos >= min_cos) & (norm > 0)
         for lbl in np.unique(beyond[ok]):
             sel = ok & (beyond == lbl)
@@ -234,9 +234,7 @@ def label_joins(
             # the cap seen from one radius behind the tip (a tip may reach the boundary itself)
             base = g.positions[t] - r * u
             reach = 3.0 * r + 2.0 * voxel
-            contact = _cap_contacts(
-                data, lin, inv, origin, lbl, base, u, reach, min_cos, face_areas=areas
-            )
+            contact = _cap_contacts(data, lin, inv, origin, lbl, base, u, reach, min_cos, areas)
             # every other label counts towards the cover (a label too small to leave a
             # centerline may sit in between); joins go to the labels with a centerline that
             # take a fair part of it (at a fork between labels, each branch)

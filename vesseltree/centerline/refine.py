@@ -77,6 +77,12 @@ class Sampler:
         self.corners = np.array([0, 1, s1, s1 + 1, s0, s0 + 1, s0 + s1, s0 + s1 + 1], np.intp)
         self.corners = self.corners[:, None]
 
+    def beyond_centres(self, xyz: np.ndarray) -> np.ndarray:
+        """Whether each world point (..., 3) lies beyond the outermost voxel centres of the grid
+        along some axis (where the field fades to the 0 outside it)."""
+        v = np.asarray(xyz, np.float64) @ self.lin.T.astype(np.float64) + self.off
+        return np.any((v < 0.0) | (v > self.shape - 1.0), axis=-1)
+
     def __call__(self, xyz: np.ndarray) -> np.ndarray:
         """Values (...,) float32 at world points (..., 3)."""
         xyz = np.asarray(xyz)
