@@ -72,6 +72,20 @@ def test_tube_split_in_two_is_no_junction():
     assert len(kp["endpoints"]) == 2
 
 
+def test_tube_grazing_the_place_is_no_junction():
+    """A tube that steps out of the place's balls for a few points and back is not two pieces."""
+    a = path([0, 0, 0], [0, 0, 20], 201)
+    b = path([0, 0, 20.3], [0, 0, 40], 198)
+    z = b[:, 2]
+    b[(z > 20.55) & (z < 20.75), 0] = 1.1  # 1.1 mm sideways: outside the 1 mm balls
+    kp = tube_keypoints(tubes(a, b), attach_mm=2.0)
+    assert len(kp["junctions"]) == 0
+    assert len(kp["endpoints"]) == 2
+    # a run that goes 3 mm out and comes back (a loop of 6 mm) still counts as two pieces
+    b[(z > 20.55) & (z < 20.75), 0] = 3.0
+    assert len(tube_keypoints(tubes(a, b), attach_mm=2.0)["junctions"]) == 1
+
+
 def test_two_children_from_one_end_make_one_junction():
     parent = path([0, 0, 0], [0, 0, 20], 201)
     left = path([0, 0, 20.2], [-8, 0, 30], 150)

@@ -188,9 +188,12 @@ def tube_keypoints(
             step = np.linalg.norm(np.diff(pos[ids], axis=0), axis=1)
             arc = np.concatenate([[0.0], np.cumsum(step)])
             inn = np.flatnonzero(lab >= 0)
-            # runs of outside nodes between inside nodes (or the tube's ends)
+            # runs of outside nodes between inside nodes (or the tube's ends): a run from one
+            # place to another is a piece leaving each; a run that leaves a place and comes
+            # back to it is two pieces only if it reaches attach_mm out and back (a tube that
+            # grazes the edge of the place's balls for a few points does not leave it)
             for a, b in zip(inn[:-1], inn[1:]):
-                if b > a + 1 or lab[a] != lab[b]:
+                if lab[a] != lab[b] or (b > a + 1 and arc[b] - arc[a] >= 2.0 * attach_mm):
                     deg[lab[a]] += 1
                     deg[lab[b]] += 1
             first, last = inn[0], inn[-1]
