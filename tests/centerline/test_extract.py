@@ -98,6 +98,80 @@ def test_touching_vessels_are_flagged(synth):
     assert not tree.node_data["touching"].any()
 
 
+def _figure_eight(viewpoint, r=1.5, d=2.7, k=32):
+    """Ray lengths from ``viewpoint`` (2,) to the outline of two discs ``d`` apart (first exit)."""
+    theta = np.arange(k) * 2 * np.pi / k
+    rho = np.zeros(k)
+    centres = np.array([[-d / 2, 0.0], [d / 2, 0.0]])
+    for i, t in enumerate(theta):
+        ray = np.array([np.cos(t), np.sin(t)])
+        s = 0.0
+        while True:  # march out, in 1 um steps, to the first point outside both discs
+            q = viewpoint + (s + 0.001) * ray
+            if np.min(np.linalg.norm(centres - q, axis=1)) > r:
+                break
+            s += 0.001
+        rho[i] = s
+    return rho
+
+
+@pytest.mark.parametrize("view", [(0.0, 0.0), (-0.4, 0.0), (-0.3, 0.2)])
+def test_two_lobes_finds_both_lumens_of_a_figure_eight(view):
+    from vesseltree.centerline.refine import two_lobes
+
+    out = two_lobes(_figure_eight(np.array(view))[None])
+    assert out["two"][0]
+    # each lumen's centroid and equivalent radius, seen from the viewpoint; the neck (0.65 mm
+    # half-width) is under the lumens' 1.5 mm
+    got = np.sort(out["centres"][0][:, 0] + view[0])
+    np.testing.assert_allclose(got, [-1.35, 1.35], atol=0.12)
+    np.testing.assert_allclose(out["radii"][0], 1.5, rtol=0.06)
+    assert out["neck"][0] < 0.8
+
+
+def test_two_lobes_sees_one_lumen_in_a_round_or_oval_outline():
+    from vesseltree.centerline.refine import two_lobes
+
+    theta = np.arange(32) * 2 * np.pi / 32
+    circle = np.full(32, 1.2)
+    a, b = 2.5, 1.0  # an ellipse 2.5 : 1 (a flattened vein), seen from its centre
+    oval = a * b / np.sqrt((b * np.cos(theta)) ** 2 + (a * np.sin(theta)) ** 2)
+    out = two_lobes(np.stack([circle, oval]))
+    assert not out["two"].any()
+
+
+def test_side_by_side_touching_vessels_are_separated(synth):
+    truth = synth.touching_tubes(gap_mm=-0.3)  # two 1.5 mm tubes overlapping by 0.3 mm
+    vol = synth.voxelize(truth, spacing=SPACING)
+    g = extract_graph(vol)
+    assert g.n_components == 2 and len(g.junctions) == 0
+    assert g.meta["side_by_side_split"] and g.meta["nodes_in_lobes"] > 0
+    # each line runs inside its own tube: near its axis, at about its radius
+    axes = np.array([-1.35, 1.35])
+    x = g.positions[:, 0]
+    assert np.all(np.min(np.abs(x[:, None] - axes[None]), axis=1) < 0.6)
+    mid = np.abs(g.positions[:, 2]) < 8.0
+    assert np.mean(np.min(np.abs(x[mid, None] - axes[None]), axis=1)) < 0.2
+    assert abs(np.median(g.radii[mid]) - 1.5) < 0.2
+    # without separation: one graph whose centerline runs between the tubes
+    fused = extract_graph(vol, separate_touching=False)
+    assert fused.n_components == 1
+    assert np.mean(np.min(np.abs(fused.positions[:, :1] - axes[None]), axis=1)) > 0.6
+
+
+def test_one_flattened_vessel_is_not_split():
+    z, y, x = np.mgrid[:30, :40, :40]
+    # an oval lumen 2.5 x 1.0 mm (semi-axes) along z at 0.25 mm voxels
+    oval = ((x - 19.5) * 0.25 / 2.5) ** 2 + ((y - 19.5) * 0.25 / 1.0) ** 2 <= 1.0
+    g = extract_graph(Volume(oval, spacing=(0.8, 0.25, 0.25)))
+    assert g.n_components == 1 and g.meta["nodes_in_lobes"] == 0
+    assert not g.meta["side_by_side_split"]
+    # away from the flat-cut ends (where the skeleton forks into the corners): on the axis
+    mid = np.abs(g.positions[:, 0] - 14.5 * 0.8) < 6.0
+    assert mid.sum() > 5
+    assert np.abs(g.positions[mid, 1:] - 19.5 * 0.25).max() < 0.1
+
+
 def test_straight_axis_aligned_thick_tube():
     # scikit-image's 3D thinning returns an empty skeleton here (its issue #3757)
     z, y, x = np.mgrid[:40, :24, :24]
@@ -132,8 +206,9 @@ def _symmetric_distance(a, b):
     return max(cKDTree(pb).query(pa)[0].mean(), cKDTree(pa).query(pb)[0].mean())
 
 
-def test_same_world_graph_under_flipped_and_permuted_affines(synth):
-    truth = synth.y_bifurcation()
+@pytest.mark.parametrize("phantom", ["y", "touching"])
+def test_same_world_graph_under_flipped_and_permuted_affines(synth, phantom):
+    truth = synth.y_bifurcation() if phantom == "y" else synth.touching_tubes(gap_mm=-0.3)
     vol = synth.voxelize(truth, spacing=SPACING)
     ref = extract_graph(vol)
     data, aff = np.asarray(vol.data), np.asarray(vol.affine)
@@ -148,6 +223,7 @@ def test_same_world_graph_under_flipped_and_permuted_affines(synth):
     for g in (flipped, permuted):
         assert _symmetric_distance(ref, g) < 0.2  # measured up to 0.13 mm (thinning order differs)
         assert (len(g.endpoints), len(g.junctions)) == (len(ref.endpoints), len(ref.junctions))
+        assert g.n_components == ref.n_components
         assert abs(np.median(g.radii) - np.median(ref.radii)) < 0.02
 
 

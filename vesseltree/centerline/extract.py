@@ -23,6 +23,7 @@ import warnings
 from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
 from ..errors import EmptyInputError, InvalidInputError, describe
@@ -43,6 +44,7 @@ from .refine import (
     graph_smoother,
     place_junctions,
     straighten_in_balls,
+    two_lobes,
 )
 from .skeleton import BoundaryTree, skeletonize_components
 
@@ -132,6 +134,14 @@ class ExtractionConfig:
         Move each junction to the least-squares intersection of the axes of its branches (for a
         side branch: where its axis meets the parent's), instead of where the voxel skeleton
         happened to fork.
+    separate_touching : bool
+        Where a node's outline is two fused lumens side by side (a figure eight: two lumens
+        with a neck between, :func:`~vesseltree.centerline.refine.two_lobes`), centre it in
+        the nearer lumen, with that lumen's radius, instead of at the outline's centroid,
+        which lies between the two vessels. Where thinning joined two such parallel vessels
+        at a four-way node, the node is split so that they no longer join (recorded in
+        ``meta["side_by_side_split"]``). Only outlines at least two voxels in radius are
+        tested: below that a neck does not show in a mask.
     """
 
     threshold: float = 0.5
@@ -157,6 +167,7 @@ class ExtractionConfig:
     curvature_correction: bool = True
     place_junctions: bool = True
     straighten_junctions: bool = True
+    separate_touching: bool = True
 
     def __post_init__(self):
         for f in fields(self):
@@ -445,6 +456,29 @@ def extract_graph(
     n_open[idx] = sec["n_open"]
     elong = np.ones(n)
     elong[idx] = np.where(sec["inside"], sec["elongation"], 1.0)
+    # nodes that may sit in two fused lumens: an elongated outline, wide enough (two voxels in
+    # radius) that a neck between two lumens can show in the mask
+    lobed = np.zeros(n, bool)
+    r_area = np.sqrt(np.where(np.isfinite(area), area, np.pi * r_ins**2) / np.pi)
+    looked_touching = np.zeros(n, bool)
+    looked_touching[idx] = True
+    looked_touching &= movable & (elong >= cfg.touching_elongation)
+    looked_touching &= r_area >= 2.0 * float(spacing_mm.min())
+    if cfg.separate_touching and looked_touching.any():
+        lobed, r_lobe = _centre_in_lobes(
+            positions,
+            tangents,
+            np.maximum(r_ins, r_area),
+            r_area,
+            looked_touching,
+            deg,
+            np.concatenate([np.stack([p[:-1], p[1:]], axis=1) for p in paths]),
+            sampler,
+            ray_kw,
+            float(spacing_mm.min()),
+        )
+        area[lobed] = np.pi * r_lobe[lobed] ** 2
+        r_ins[lobed] = np.minimum(r_ins[lobed], r_lobe[lobed])
     if cfg.smoothing > 0:
         same = cfg.smoothing == lam_pre
         positions = (smooth_pre if same else graph_smoother(paths, weights, cfg.smoothing))(
@@ -507,6 +541,42 @@ def extract_graph(
         paired[edges[both].ravel()] = True
         touching &= paired
 
+    sides: list[dict] = []
+    if cfg.separate_touching and lobed.any():
+        positions, radii, r_ins, touching, branch, edges, deg, sides = _split_side_by_side(
+            positions, radii, r_ins, touching, branch, edges, deg, lobed
+        )
+        if sides:
+            # the nodes left out near the junction just split: into their lumens too
+            m = len(positions)
+            split_at = np.array([s["position"] for s in sides])
+            d = cKDTree(split_at).query(positions)[0]
+            again = np.zeros(m, bool)
+            again[:n] = looked_touching & ~lobed
+            again &= d < 4.0 * radii + 2.0
+            tan = np.concatenate([tangents, np.zeros((m - n, 3))])
+            moved, r_lobe = _centre_in_lobes(
+                positions,
+                tan,
+                np.maximum(r_ins, radii),
+                radii,
+                again,
+                deg,
+                edges,
+                sampler,
+                ray_kw,
+                float(spacing_mm.min()),
+            )
+            radii[moved] = r_lobe[moved]
+            r_ins[moved] = np.minimum(r_ins[moved], r_lobe[moved])
+            lobed = np.concatenate([lobed, np.zeros(m - n, bool)]) | moved
+            # each node of a split between its two neighbours, as they lie now
+            for split in sides:
+                for v in split.pop("nodes"):
+                    nb = np.concatenate([edges[edges[:, 0] == v, 1], edges[edges[:, 1] == v, 0]])
+                    positions[v] = positions[nb].mean(0)
+                    radii[v] = radii[nb].mean()
+
     extended = 0
     if cfg.extend_tips or cfg.extend_to_border:
         positions, radii, r_ins, touching, branch, edges, extended = _extend_tips(
@@ -542,6 +612,8 @@ def extract_graph(
         "loop_cuts": cuts[:500],
         "crumbs_dropped": int(crumbs),
         "tips_extended": int(extended),
+        "nodes_in_lobes": int(lobed.sum()),
+        "side_by_side_split": sides[:500],
         "junctions_placed": int(placed),
         "touching_nodes": int(touching.sum()),
         "timing": timing,
@@ -555,6 +627,184 @@ def extract_graph(
         affine=out_affine,
         meta=meta,
     )
+
+
+def _centre_in_lobes(
+    positions, tangents, r_guess, r_here, cand, deg, edges, sampler, ray_kw, h_min
+) -> tuple[np.ndarray, np.ndarray]:
+    """Move nodes whose outline is two fused lumens to the centre of the nearer one (in place).
+
+    The centroid of a figure-eight outline lies in the neck between the two vessels, in
+    neither of them. The candidates ``cand`` (nodes whose outline looked touching: clipped
+    rays or elongated), except those within a radius of a junction, are measured again with
+    more rays and no clipping, and :func:`two_lobes` decides (tips included). Both lumens must be at least
+    ``0.75 h_min`` in radius and within a factor 2 of each other, and two neighbours in a row
+    must agree. Returns which nodes moved and the radius of the lumen each moved into (the
+    equivalent radius of its area; NaN elsewhere).
+    """
+    n = len(positions)
+    moved = np.zeros(n, bool)
+    r_lobe = np.full(n, np.nan)
+    cand = cand & (deg <= 2)
+    junction = deg >= 3
+    if cand.any() and junction.any():
+        d, j = cKDTree(positions[junction]).query(positions[cand])
+        near = d < r_here[junction][j] + h_min
+        c_ids = np.flatnonzero(cand)
+        cand = cand.copy()
+        cand[c_ids[near]] = False
+    ids = np.flatnonzero(cand)
+    if ids.size == 0:
+        return moved, r_lobe
+    kw = dict(ray_kw, n_rays=24, clip_ratio=1e9, reach=2.0)
+    sec = cross_sections(sampler, positions[ids], tangents[ids], r_guess[ids], rays=True, **kw)
+    lobes = two_lobes(sec["rho"])
+    ok = lobes["two"] & sec["inside"]
+    r = np.where(ok[:, None], lobes["radii"], 0.0)
+    ok &= (r.min(axis=1) >= 0.75 * h_min) & (r.min(axis=1) >= 0.5 * r.max(axis=1))
+    two = np.zeros(n, bool)
+    two[ids[ok]] = True
+    # two neighbours in a row (a lone node's outline is too easily a ragged one)
+    agree = np.zeros(n, bool)
+    both = two[edges[:, 0]] & two[edges[:, 1]]
+    agree[edges[both].ravel()] = True
+    for row in np.flatnonzero(ok):
+        i = ids[row]
+        if not agree[i]:
+            continue
+        cen = lobes["centres"][row]  # (2, 2) in (u, w)
+        near = int(np.argmin(np.linalg.norm(cen, axis=1)))
+        cu, cw = cen[near]
+        positions[i] += cu * sec["u"][row] + cw * sec["w"][row]
+        r_lobe[i] = float(r[row, near])
+        moved[i] = True
+    return moved, r_lobe
+
+
+class _Neighbours:
+    """``nbrs[i]``: the neighbours of node ``i`` (a list) from a CSR adjacency."""
+
+    def __init__(self, indptr, indices):
+        self.indptr, self.indices = indptr, indices
+
+    def __getitem__(self, i):
+        return self.indices[self.indptr[i] : self.indptr[i + 1]].tolist()
+
+
+def _arm(nbrs, positions, j, first, reach):
+    """Nodes along the chain that leaves junction ``j`` through ``first``, up to ``reach`` mm."""
+    out, prev, cur, length = (
+        [first],
+        j,
+        first,
+        float(np.linalg.norm(positions[first] - positions[j])),
+    )
+    while length < reach and len(nbrs[cur]) == 2:
+        nxt = nbrs[cur][0] if nbrs[cur][1] == prev else nbrs[cur][1]
+        length += float(np.linalg.norm(positions[nxt] - positions[cur]))
+        prev, cur = cur, nxt
+        out.append(cur)
+    return out
+
+
+def _split_side_by_side(
+    positions, radii, r_ins, touching, branch, edges, deg, lobed, straight_cos=0.7, parallel=0.9
+):
+    """Split a four-way junction where two vessels lying side by side meet (see below).
+
+    Thinning joins two fused parallel vessels at a node of degree 4: its branches pair into
+    two straight lines (cosines below ``-straight_cos``) that run parallel (axes within
+    ``acos(parallel)``), more than half their summed radii apart, and nodes of both lines were
+    found in separate lumens (``lobed``, from :func:`_centre_in_lobes`). Such a node is split
+    in two, one per line, so the two vessels no longer join. Returns the updated arrays and one
+    dict per split.
+    """
+    splits: list[dict] = []
+    new_nodes = []
+    # four-way nodes with lumens found within reach
+    four = np.flatnonzero(deg == 4)
+    if four.size:
+        d = cKDTree(positions[lobed]).query(positions[four])[0]
+        four = four[d < 4.0 * radii[four] + 2.0]
+    if four.size == 0:
+        return positions, radii, r_ins, touching, branch, edges, deg, splits
+    m = len(positions)
+    adj = sp.csr_matrix(
+        (np.ones(2 * len(edges), np.int8), (edges.ravel(), edges[:, ::-1].ravel())), shape=(m, m)
+    )
+    nbrs = _Neighbours(adj.indptr, adj.indices)
+    for j in four:
+        if len(nbrs[j]) != 4 or len(set(nbrs[j])) != 4:
+            continue
+        reach = 4.0 * float(radii[j]) + 2.0
+        arms = [_arm(nbrs, positions, j, f, reach) for f in nbrs[j]]
+        # each arm by the mean of its nodes (its tip may curl in towards the other vessel)
+        ends = np.array([positions[a].mean(0) for a in arms])
+        dirs = ends - positions[j]
+        norm = np.linalg.norm(dirs, axis=1)
+        if np.any(norm < 1e-9):
+            continue
+        dirs /= norm[:, None]
+        # of the pairings into two straight parallel lines, the one whose lines lie furthest
+        # apart (an X drawn between two side-by-side lines pairs straight across it too)
+        best = None
+        for pa, pb in (((0, 1), (2, 3)), ((0, 2), (1, 3)), ((0, 3), (1, 2))):
+            if max(float(dirs[pa[0]] @ dirs[pa[1]]), float(dirs[pb[0]] @ dirs[pb[1]])) > (
+                -straight_cos
+            ):
+                continue
+            ax = ends[pa[0]] - ends[pa[1]]
+            bx = ends[pb[0]] - ends[pb[1]]
+            cos_ab = abs(float(ax @ bx)) / max(np.linalg.norm(ax) * np.linalg.norm(bx), 1e-12)
+            if cos_ab < parallel:
+                continue
+            u = ax / np.linalg.norm(ax)
+            off = 0.5 * (ends[pb[0]] + ends[pb[1]]) - 0.5 * (ends[pa[0]] + ends[pa[1]])
+            gap = float(np.linalg.norm(off - (off @ u) * u))
+            if best is None or gap > best[0]:
+                best = (gap, pa, pb)
+        if best is None:
+            continue
+        gap, pa, pb = best
+        ra = float(np.mean([np.median(radii[arms[k]]) for k in pa]))
+        rb = float(np.mean([np.median(radii[arms[k]]) for k in pb]))
+        if gap < 0.5 * (ra + rb):
+            continue
+        if not (any(lobed[arms[k]].any() for k in pa) and any(lobed[arms[k]].any() for k in pb)):
+            continue
+        # split: j keeps pair a; a new node takes pair b; each sits between its pair's neighbours
+        new = len(positions) + len(new_nodes)
+        fa = [nbrs[j][k] for k in pa]
+        fb = [nbrs[j][k] for k in pb]
+        new_nodes.append((j, 0.5 * (positions[fb[0]] + positions[fb[1]]), fb, new))
+        positions[j] = 0.5 * (positions[fa[0]] + positions[fa[1]])
+        splits.append(
+            {
+                "position": [round(float(x), 3) for x in positions[j]],
+                "gap_mm": round(gap, 3),
+                "nodes": [int(j), int(new)],
+            }
+        )
+    if not new_nodes:
+        return positions, radii, r_ins, touching, branch, edges, deg, splits
+    edges = edges.copy()
+    for j, _pos, fb, new in new_nodes:
+        for f in fb:
+            hit = ((edges[:, 0] == j) & (edges[:, 1] == f)) | (
+                (edges[:, 1] == j) & (edges[:, 0] == f)
+            )
+            edges[hit] = np.where(edges[hit] == j, new, edges[hit])
+        deg[j] = 2
+    k = len(new_nodes)
+    src = np.array([j for j, *_ in new_nodes])
+    positions = np.concatenate([positions, np.array([p for _, p, *_ in new_nodes])])
+    radii = np.concatenate([radii, radii[src]])
+    r_ins = np.concatenate([r_ins, r_ins[src]])
+    touching = np.concatenate([touching, np.ones(k, bool)])
+    touching[src] = True
+    branch = np.concatenate([branch, branch[src]])
+    deg = np.concatenate([deg, np.full(k, 2, deg.dtype)])
+    return positions, radii, r_ins, touching, branch, edges, deg, splits
 
 
 def _extend_tips(

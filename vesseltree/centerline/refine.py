@@ -189,6 +189,7 @@ def cross_sections(
     reach_mm: float,
     clip_ratio: float,
     chunk: int = 4096,
+    rays: bool = False,
 ) -> dict[str, np.ndarray]:
     """Lumen outline in the plane perpendicular to each node's tangent.
 
@@ -208,6 +209,10 @@ def cross_sections(
     clip_ratio : float
         Rays longer than ``clip_ratio`` x the median ray of the node are clipped there (touching
         vessels, side branches) and counted as ``n_open``.
+    rays : bool
+        Also return the outline itself: ``rho`` (n, n_rays) mm, the unclipped distance from the
+        centre to the wall along each ray (the reach where no wall was found), and ``u``, ``w``
+        (n, 3), the in-plane axes; ray k points along ``cos(2 pi k / n_rays) u + sin(...) w``.
 
     Returns
     -------
@@ -224,6 +229,8 @@ def cross_sections(
         "elongation": np.ones(n),
         "inside": np.zeros(n, bool),
     }
+    if rays:
+        out.update(rho=np.zeros((n, n_rays)), u=np.zeros((n, 3)), w=np.zeros((n, 3)))
     if n == 0:
         return out
     theta = np.arange(n_rays) * (2 * np.pi / n_rays)
@@ -256,6 +263,8 @@ def cross_sections(
         denom = np.where(np.abs(f_lo - f_hi) > 1e-6, f_lo - f_hi, 1.0)
         rho = lo + (hi - lo) * np.clip((f_lo - 0.5) / denom, 0.0, 1.0)
         rho = np.where(found, rho, rmax[:, None])
+        if rays:
+            out["rho"][idx], out["u"][idx], out["w"][idx] = rho, u, w
         med = np.median(rho, axis=1, keepdims=True)
         clipped = rho > clip_ratio * med
         rho = np.minimum(rho, clip_ratio * med)
@@ -271,6 +280,109 @@ def cross_sections(
         out["elongation"][idx] = rho.max(1) / np.maximum(rho.min(1), 1e-9)
         out["inside"][idx] = inside
     return out
+
+
+def two_lobes(rho: np.ndarray, *, dip: float = 0.8, samples: int = 24) -> dict[str, np.ndarray]:
+    """Outlines that are two lumens side by side (a figure eight), and where each lumen lies.
+
+    The outline of each node is the star-shaped polygon through the ray ends (``rho`` from
+    :func:`cross_sections` with ``rays=True``, in the node's section plane). Along its longest
+    diameter, the radius of the largest circle centred there that fits in the polygon has one
+    maximum for one lumen (round or oval) and two, with a neck between, for two fused lumens.
+    An outline is two lumens when the neck's circle is under ``dip`` times the smaller
+    lumen's.
+
+    Returns
+    -------
+    dict
+        ``two`` (n,) bool; ``centres`` (n, 2, 2): the centre of each lumen in the plane's (u, w)
+        coordinates, mm; ``radii`` (n, 2): its inscribed radius, mm; ``neck`` (n,): the neck
+        circle's radius, mm. Rows where ``two`` is False hold NaN.
+    """
+    rho = np.asarray(rho, np.float64)
+    n, k = rho.shape
+    out = {
+        "two": np.zeros(n, bool),
+        "centres": np.full((n, 2, 2), np.nan),
+        "radii": np.full((n, 2), np.nan),
+        "neck": np.full(n, np.nan),
+    }
+    if n == 0 or k < 8 or k % 2:
+        return out
+    theta = np.arange(k) * (2 * np.pi / k)
+    ray = np.stack([np.cos(theta), np.sin(theta)], axis=1)  # (K, 2)
+    q = rho[:, :, None] * ray[None]  # (n, K, 2) polygon vertices
+    a, b = q, np.roll(q, -1, axis=1)  # edges a -> b
+    ab = b - a
+    ab2 = np.maximum((ab * ab).sum(-1), 1e-18)
+    # the longest diameter: opposite rays with the largest sum
+    diam = rho + np.roll(rho, -k // 2, axis=1)
+    kk = np.argmax(diam, axis=1)
+    e = ray[kk]  # (n, 2)
+    lo, hi = -rho[np.arange(n), (kk + k // 2) % k], rho[np.arange(n), kk]
+    s = lo[:, None] + (hi - lo)[:, None] * np.linspace(0.02, 0.98, samples)[None]  # (n, S)
+    p = s[:, :, None] * e[:, None, :]  # (n, S, 2)
+    # distance from each sample to each polygon edge: (n, S, K), per coordinate (no (..., 2)
+    # temporaries), squared until the minimum
+    px, py = p[:, :, None, 0], p[:, :, None, 1]
+    ax_, ay_ = a[:, None, :, 0], a[:, None, :, 1]
+    bx_, by_ = ab[:, None, :, 0], ab[:, None, :, 1]
+    dx, dy = px - ax_, py - ay_
+    t = np.clip((dx * bx_ + dy * by_) / ab2[:, None], 0.0, 1.0)
+    dx -= t * bx_
+    dy -= t * by_
+    d = np.sqrt((dx * dx + dy * dy).min(-1))  # (n, S)
+    # the two largest local maxima (plateaus count once) and the smallest value between them
+    inner = d[:, 1:-1]
+    peak = (inner >= d[:, :-2]) & (inner > d[:, 2:])
+    for i in np.flatnonzero(peak.sum(1) >= 2):
+        js = np.flatnonzero(peak[i]) + 1
+        top = js[np.argsort(d[i, js])[-2:]]
+        j1, j2 = int(top.min()), int(top.max())
+        neck = float(d[i, j1 : j2 + 1].min())
+        r1, r2 = float(d[i, j1]), float(d[i, j2])
+        if neck >= dip * min(r1, r2):
+            continue
+        # each lumen: the part of the outline on its side of the neck (the line across the
+        # longest diameter at the neck), its centroid and its area's equivalent radius
+        jn = j1 + int(np.argmin(d[i, j1 : j2 + 1]))
+        cen, rad = [], []
+        for side in (-1.0, 1.0):
+            c, ar = _half_polygon(q[i], e[i], s[i, jn], side)
+            cen.append(c)
+            rad.append(np.sqrt(ar / np.pi))
+        if neck >= dip * min(rad):
+            continue
+        out["two"][i] = True
+        out["centres"][i] = np.stack(cen)
+        out["radii"][i] = rad
+        out["neck"][i] = neck
+    return out
+
+
+def _half_polygon(q: np.ndarray, e: np.ndarray, s0: float, side: float):
+    """Centroid (2,) and area of the polygon ``q`` (K, 2) where ``side * (x . e - s0) >= 0``."""
+    f = side * (q @ e - s0)
+    pts = []
+    k = len(q)
+    for a in range(k):
+        b = (a + 1) % k
+        if f[a] >= 0:
+            pts.append(q[a])
+        if (f[a] >= 0) != (f[b] >= 0):
+            t = f[a] / (f[a] - f[b])
+            pts.append(q[a] + t * (q[b] - q[a]))
+    if len(pts) < 3:
+        return np.full(2, np.nan), 0.0
+    p = np.asarray(pts)
+    x, y = p[:, 0], p[:, 1]
+    x1, y1 = np.roll(x, -1), np.roll(y, -1)
+    cr = x * y1 - x1 * y
+    area = 0.5 * cr.sum()
+    if abs(area) < 1e-12:
+        return p.mean(0), 0.0
+    c = np.array([((x + x1) * cr).sum(), ((y + y1) * cr).sum()]) / (6.0 * area)
+    return c, abs(float(area))
 
 
 # _march samples at least about this many points per block
