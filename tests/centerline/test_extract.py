@@ -253,6 +253,8 @@ def test_bad_inputs():
         ExtractionConfig(link_ratio=-1.0)
     with pytest.raises(InvalidInputError, match="touching_elongation"):
         ExtractionConfig(touching_elongation=0.5)
+    with pytest.raises(InvalidInputError, match="separate_touching must be True or False"):
+        ExtractionConfig(separate_touching="yes")
 
 
 def test_probability_map_gives_subvoxel_walls(synth):

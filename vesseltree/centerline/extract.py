@@ -172,6 +172,10 @@ class ExtractionConfig:
     def __post_init__(self):
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.type == "bool" and not isinstance(value, (bool, np.bool_)):
+                raise InvalidInputError(
+                    f"ExtractionConfig.{f.name} must be True or False, got {value!r}"
+                )
             if f.type in ("float", "int") and (
                 isinstance(value, bool)
                 or not isinstance(value, (int, float))
