@@ -639,11 +639,10 @@ def _centre_in_lobes(
     """Move nodes whose outline is two fused lumens to the centre of the nearer one (in place).
 
     The centroid of a figure-eight outline lies in the neck between the two vessels, in
-    neither of them. The candidates ``cand`` (nodes whose outline looked touching: clipped
-    rays or elongated), except those within a radius of a junction, are measured again with
-    more rays and no clipping, and :func:`two_lobes` decides (tips included). Both lumens must be at least
-    ``0.75 h_min`` in radius and within a factor 2 of each other, and two neighbours in a row
-    must agree. Returns which nodes moved and the radius of the lumen each moved into (the
+    neither of them. The candidates ``cand`` (tips and chain nodes whose outline looked
+    touching), except those within a radius of a junction, are measured again with more rays
+    and no clipping, and :func:`two_lobes` decides. Both lumens must be at least ``0.75 h_min``
+    in radius and within a factor 2 of each other, and two neighbours in a row must agree. Returns which nodes moved and the radius of the lumen each moved into (the
     equivalent radius of its area; NaN elsewhere).
     """
     n = len(positions)
@@ -697,12 +696,8 @@ class _Neighbours:
 
 def _arm(nbrs, positions, j, first, reach):
     """Nodes along the chain that leaves junction ``j`` through ``first``, up to ``reach`` mm."""
-    out, prev, cur, length = (
-        [first],
-        j,
-        first,
-        float(np.linalg.norm(positions[first] - positions[j])),
-    )
+    out, prev, cur = [first], j, first
+    length = float(np.linalg.norm(positions[first] - positions[j]))
     while length < reach and len(nbrs[cur]) == 2:
         nxt = nbrs[cur][0] if nbrs[cur][1] == prev else nbrs[cur][1]
         length += float(np.linalg.norm(positions[nxt] - positions[cur]))

@@ -289,15 +289,17 @@ def two_lobes(rho: np.ndarray, *, dip: float = 0.8, samples: int = 24) -> dict[s
     :func:`cross_sections` with ``rays=True``, in the node's section plane). Along its longest
     diameter, the radius of the largest circle centred there that fits in the polygon has one
     maximum for one lumen (round or oval) and two, with a neck between, for two fused lumens.
-    An outline is two lumens when the neck's circle is under ``dip`` times the smaller
-    lumen's.
+    Each lumen is the part of the polygon on its side of the line across the diameter at the
+    neck: its centroid is the lumen's centre and its area gives the lumen's radius. An outline
+    is two lumens when the neck's circle is under ``dip`` times the smaller lumen's (both its
+    largest circle on the diameter and its area's radius).
 
     Returns
     -------
     dict
         ``two`` (n,) bool; ``centres`` (n, 2, 2): the centre of each lumen in the plane's (u, w)
-        coordinates, mm; ``radii`` (n, 2): its inscribed radius, mm; ``neck`` (n,): the neck
-        circle's radius, mm. Rows where ``two`` is False hold NaN.
+        coordinates, mm; ``radii`` (n, 2): its area's equivalent radius, mm; ``neck`` (n,): the
+        neck circle's radius, mm. Rows where ``two`` is False hold NaN.
     """
     rho = np.asarray(rho, np.float64)
     n, k = rho.shape
