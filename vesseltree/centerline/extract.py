@@ -642,8 +642,9 @@ def _centre_in_lobes(
     neither of them. The candidates ``cand`` (tips and chain nodes whose outline looked
     touching), except those within a radius of a junction, are measured again with more rays
     and no clipping, and :func:`two_lobes` decides. Both lumens must be at least ``0.75 h_min``
-    in radius and within a factor 2 of each other, and two neighbours in a row must agree. Returns which nodes moved and the radius of the lumen each moved into (the
-    equivalent radius of its area; NaN elsewhere).
+    in radius and within a factor 2 of each other, and two neighbours in a row must agree.
+    Returns which nodes moved and the radius of the lumen each moved into (the equivalent
+    radius of its area; NaN elsewhere).
     """
     n = len(positions)
     moved = np.zeros(n, bool)
