@@ -159,6 +159,30 @@ def test_side_by_side_touching_vessels_are_separated(synth):
     assert np.mean(np.min(np.abs(fused.positions[:, :1] - axes[None]), axis=1)) > 0.6
 
 
+@pytest.mark.parametrize("angle", [20.0, 40.0])
+def test_fused_vessels_that_part_come_apart(synth, angle):
+    from vesseltree import VesselGraph
+
+    # two 1.5 mm tubes fused side by side (0.3 mm overlap) for 12 mm, then one bends away
+    off, step = 1.35, 0.25
+    a = np.stack([np.full(97, -off), np.zeros(97), np.linspace(-12, 12, 97)], 1)
+    t = np.deg2rad(angle)
+    stem = np.stack([np.full(49, off), np.zeros(49), np.linspace(-12, 0, 49)], 1)
+    s = np.linspace(step, 12, 48)
+    arm = np.stack([off + s * np.sin(t), 0 * s, s * np.cos(t)], 1)
+    b = np.concatenate([stem, arm])
+    pos = np.concatenate([a, b])
+    edges = [[i, i + 1] for i in range(len(a) - 1)]
+    edges += [[len(a) + i, len(a) + i + 1] for i in range(len(b) - 1)]
+    truth = VesselGraph(pos, np.full(len(pos), 1.5), np.asarray(edges))
+    g = extract_graph(synth.voxelize(truth, spacing=SPACING))
+    assert g.n_components == 2 and len(g.junctions) == 0 and len(g.endpoints) == 4
+    d = cKDTree(dense(truth)[0]).query(g.positions)[0]
+    body = g.degrees == 2  # tips sit up to a radius past the truth's end points, in the caps
+    assert d[body].max() < 0.8 and np.percentile(d[body], 90) < 0.3 and d[body].mean() < 0.15
+    assert d.max() < 1.5
+
+
 def test_one_flattened_vessel_is_not_split():
     z, y, x = np.mgrid[:30, :40, :40]
     # an oval lumen 2.5 x 1.0 mm (semi-axes) along z at 0.25 mm voxels

@@ -287,12 +287,13 @@ def two_lobes(rho: np.ndarray, *, dip: float = 0.8, samples: int = 24) -> dict[s
 
     The outline of each node is the star-shaped polygon through the ray ends (``rho`` from
     :func:`cross_sections` with ``rays=True``, in the node's section plane). Along its longest
-    diameter, the radius of the largest circle centred there that fits in the polygon has one
-    maximum for one lumen (round or oval) and two, with a neck between, for two fused lumens.
-    Each lumen is the part of the polygon on its side of the line across the diameter at the
-    neck: its centroid is the lumen's centre and its area gives the lumen's radius. An outline
-    is two lumens when the neck's circle is under ``dip`` times the smaller lumen's (both its
-    largest circle on the diameter and its area's radius).
+    axis (the principal axis of its area, through its centroid), the radius of the largest
+    circle centred there that fits in the polygon has one maximum for one lumen (round or
+    oval) and two, with a neck between, for two fused lumens. Each lumen is the part of the
+    polygon on its side of the line across the axis at the neck: its centroid is the lumen's
+    centre and its area gives the lumen's radius. An outline is two lumens when the neck's
+    circle is under ``dip`` times the smaller lumen's (both its largest circle on the axis and
+    its area's radius).
 
     Returns
     -------
@@ -317,13 +318,28 @@ def two_lobes(rho: np.ndarray, *, dip: float = 0.8, samples: int = 24) -> dict[s
     a, b = q, np.roll(q, -1, axis=1)  # edges a -> b
     ab = b - a
     ab2 = np.maximum((ab * ab).sum(-1), 1e-18)
-    # the longest diameter: opposite rays with the largest sum
-    diam = rho + np.roll(rho, -k // 2, axis=1)
-    kk = np.argmax(diam, axis=1)
-    e = ray[kk]  # (n, 2)
-    lo, hi = -rho[np.arange(n), (kk + k // 2) % k], rho[np.arange(n), kk]
+    # the outline's long axis: the principal axis of its area, through its centroid (for a
+    # figure eight, the line through both lumens' centres, wherever the node sits), from the
+    # fan of triangles (0, a, b): area A = a x b / 2, first moment A (a + b) / 3, second
+    # moment A / 12 (a a' + b b' + (a + b)(a + b)')
+    tri = 0.5 * (a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0])  # (n, K)
+    area = np.maximum(tri.sum(1), 1e-12)
+    cen = (tri[..., None] * (a + b)).sum(1) / (3.0 * area[:, None])  # (n, 2)
+    ab_sum = a + b
+    mom = (
+        tri[..., None, None]
+        / 12.0
+        * (
+            a[..., :, None] * a[..., None, :]
+            + b[..., :, None] * b[..., None, :]
+            + ab_sum[..., :, None] * ab_sum[..., None, :]
+        )
+    ).sum(1) / area[:, None, None] - cen[:, :, None] * cen[:, None, :]
+    e = np.linalg.eigh(mom)[1][..., -1]  # (n, 2) the largest eigenvalue's axis
+    proj = ((q - cen[:, None, :]) * e[:, None, :]).sum(-1)  # (n, K)
+    lo, hi = proj.min(1), proj.max(1)
     s = lo[:, None] + (hi - lo)[:, None] * np.linspace(0.02, 0.98, samples)[None]  # (n, S)
-    p = s[:, :, None] * e[:, None, :]  # (n, S, 2)
+    p = cen[:, None, :] + s[:, :, None] * e[:, None, :]  # (n, S, 2)
     # distance from each sample to each polygon edge: (n, S, K), per coordinate (no (..., 2)
     # temporaries), squared until the minimum
     px, py = p[:, :, None, 0], p[:, :, None, 1]
@@ -348,15 +364,15 @@ def two_lobes(rho: np.ndarray, *, dip: float = 0.8, samples: int = 24) -> dict[s
         # each lumen: the part of the outline on its side of the neck (the line across the
         # longest diameter at the neck), its centroid and its area's equivalent radius
         jn = j1 + int(np.argmin(d[i, j1 : j2 + 1]))
-        cen, rad = [], []
+        centres, rad = [], []
         for side in (-1.0, 1.0):
-            c, ar = _half_polygon(q[i], e[i], s[i, jn], side)
-            cen.append(c)
+            c, ar = _half_polygon(q[i], e[i], float(p[i, jn] @ e[i]), side)
+            centres.append(c)
             rad.append(np.sqrt(ar / np.pi))
         if neck >= dip * min(rad):
             continue
         out["two"][i] = True
-        out["centres"][i] = np.stack(cen)
+        out["centres"][i] = np.stack(centres)
         out["radii"][i] = rad
         out["neck"][i] = neck
     return out
