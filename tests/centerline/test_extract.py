@@ -196,6 +196,32 @@ def test_one_flattened_vessel_is_not_split():
     assert np.abs(g.positions[mid, 1:] - 19.5 * 0.25).max() < 0.1
 
 
+def test_short_thin_stub_on_a_thick_vessel_is_a_spur(synth):
+    from vesseltree import VesselGraph
+
+    def line(a, b, n):
+        t = np.linspace(0.0, 1.0, n)[:, None]
+        return np.asarray(a, float) + t * (np.asarray(b, float) - np.asarray(a, float))
+
+    # a 3 mm vessel with two 0.8 mm side branches: a stub sticking out 2.4 mm beyond the wall
+    # (three of its own radii: its own radius alone calls it a vessel) and a real branch (9 mm)
+    main = line([0, 0, 0], [0, 0, 30], 61)
+    stub = line([0, 0, 10], [5.4, 0, 10], 12)[1:]
+    side = line([0, 0, 20], [-12, 0, 20], 25)[1:]
+    edges = [[i, i + 1] for i in range(60)] + [[20, 61]]
+    edges += [[61 + i, 62 + i] for i in range(len(stub) - 1)]
+    o = 61 + len(stub)
+    edges += [[40, o]] + [[o + i, o + i + 1] for i in range(len(side) - 1)]
+    radii = np.concatenate([np.full(61, 3.0), np.full(len(stub) + len(side), 0.8)])
+    truth = VesselGraph(np.concatenate([main, stub, side]), radii, np.asarray(edges))
+    vol = synth.voxelize(truth, spacing=(0.25, 0.25, 0.25))
+    g = extract_graph(vol)
+    assert len(g.endpoints) == 3 and len(g.junctions) == 1
+    assert abs(g.positions[g.junctions[0], 2] - 20.0) < 1.0  # the real branch is kept
+    # measured against its own radius only, the stub stays
+    assert len(extract_graph(vol, spur_parent_ratio=0.0).endpoints) == 4
+
+
 def test_straight_axis_aligned_thick_tube():
     # scikit-image's 3D thinning returns an empty skeleton here (its issue #3757)
     z, y, x = np.mgrid[:40, :24, :24]
@@ -277,6 +303,8 @@ def test_bad_inputs():
         ExtractionConfig(link_ratio=-1.0)
     with pytest.raises(InvalidInputError, match="touching_elongation"):
         ExtractionConfig(touching_elongation=0.5)
+    with pytest.raises(InvalidInputError, match="spur_parent_ratio"):
+        ExtractionConfig(spur_parent_ratio=-0.5)
     with pytest.raises(InvalidInputError, match="separate_touching must be True or False"):
         ExtractionConfig(separate_touching="yes")
 

@@ -73,6 +73,11 @@ class ExtractionConfig:
     spur_ratio : float
         A terminal branch whose length beyond its parent's wall is below ``spur_ratio`` times its
         own radius is a spur (a wall bump), and is pruned.
+    spur_parent_ratio : float
+        A terminal branch is a spur too when its length beyond the wall is below ``spur_ratio *
+        spur_parent_ratio`` times its parent's radius (1.5 parent radii by default): a bump on a
+        rough wall is thin, so its own radius alone lets bumps a few voxels high through, while
+        a real side branch runs on well beyond that. 0 = the branch's own radius only.
     min_spur_mm : float
         Terminal branches protruding less than this (mm) are pruned whatever their radius.
     wall_offset : float
@@ -149,6 +154,7 @@ class ExtractionConfig:
     min_component_mm3: float = 1.0
     max_cavity_mm3: float = 2.0
     spur_ratio: float = 2.0
+    spur_parent_ratio: float = 0.75
     min_spur_mm: float = 0.0
     wall_offset: float = 0.5
     link_ratio: float = 2.0
@@ -193,7 +199,7 @@ class ExtractionConfig:
                 raise InvalidInputError(
                     f"ExtractionConfig.{name} must be positive, got {getattr(self, name)!r}"
                 )
-        for name in ("wall_offset", "link_ratio", "contact_ratio"):
+        for name in ("wall_offset", "link_ratio", "contact_ratio", "spur_parent_ratio"):
             if getattr(self, name) < 0:
                 raise InvalidInputError(
                     f"ExtractionConfig.{name} must be >= 0 (0 turns it off), got {getattr(self, name)!r}"
@@ -392,13 +398,21 @@ def extract_graph(
     voxel = float(np.mean(spacing_mm))
     wall = cfg.wall_offset * float(spacing_mm.min())
     spurs = prune_spurs(
-        g, spur_ratio=cfg.spur_ratio, min_length_mm=cfg.min_spur_mm, wall_offset_mm=wall
+        g,
+        spur_ratio=cfg.spur_ratio,
+        min_length_mm=cfg.min_spur_mm,
+        wall_offset_mm=wall,
+        parent_ratio=cfg.spur_parent_ratio,
     )
     contacts = cut_contacts(g, contact_ratio=cfg.contact_ratio) if cfg.contact_ratio > 0 else []
     cuts = cut_short_loops(g, loop_ratio=cfg.loop_ratio)
     if cuts or contacts:
         spurs += prune_spurs(
-            g, spur_ratio=cfg.spur_ratio, min_length_mm=cfg.min_spur_mm, wall_offset_mm=wall
+            g,
+            spur_ratio=cfg.spur_ratio,
+            min_length_mm=cfg.min_spur_mm,
+            wall_offset_mm=wall,
+            parent_ratio=cfg.spur_parent_ratio,
         )
     # last, once every spur is gone: junctions a stub apart become one
     links = collapse_short_links(g, link_ratio=cfg.link_ratio) if cfg.link_ratio > 0 else 0

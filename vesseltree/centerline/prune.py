@@ -5,7 +5,9 @@ Both rules are dimensionless, in units of the local inscribed radius, so one set
 
 * a terminal branch is a spur when the part of it that sticks out of its parent vessel
   (its length minus the parent's radius at the junction) is shorter than ``spur_ratio`` times its
-  own radius (a bump of the wall, not a vessel);
+  own radius, or than ``spur_ratio * parent_ratio`` times the parent's radius (a bump of the
+  wall, not a vessel: on a rough wall the bumps are thin, so their own radius alone lets
+  bumps a few voxels high through);
 * a cycle is a noise handle when its length is below ``loop_ratio`` times the largest radius on it
   (a hole punched through a wall, or two touching vessels bridged by a few voxels); it is cut at
   its thinnest branch. Longer cycles (anastomoses, the circle of Willis, a real loop) are kept.
@@ -32,19 +34,28 @@ def _branch_radius(g: SkeletonGraph, bi: int) -> float:
 
 
 def prune_spurs(
-    g: SkeletonGraph, *, spur_ratio: float, min_length_mm: float, wall_offset_mm: float = 0.0
+    g: SkeletonGraph,
+    *,
+    spur_ratio: float,
+    min_length_mm: float,
+    wall_offset_mm: float = 0.0,
+    parent_ratio: float = 0.0,
 ) -> int:
     """Remove spurs until none is left; returns how many were removed.
 
     Parameters
     ----------
     spur_ratio : float
-        A terminal branch is a spur when ``length - r_junction < spur_ratio * r_branch``.
+        A terminal branch is a spur when
+        ``length - r_junction < spur_ratio * max(r_branch, parent_ratio * r_junction)``.
     min_length_mm : float
         Terminal branches shorter than this (mm) beyond the parent wall are always spurs.
     wall_offset_mm : float
         Added to both radii: the inscribed radius is measured to the nearest background voxel
         centre, about half a voxel inside the wall.
+    parent_ratio : float
+        The least radius, as a fraction of the parent's at the junction, that a terminal branch
+        is measured with (0: its own radius only).
     """
     removed = 0
     while True:
@@ -61,7 +72,11 @@ def prune_spurs(
                 junction = b.u
             else:
                 continue
-            rb = max(_branch_radius(g, bi) + wall_offset_mm, 1e-6)
+            rb = max(
+                _branch_radius(g, bi) + wall_offset_mm,
+                parent_ratio * (g.node_r[junction] + wall_offset_mm),
+                1e-6,
+            )
             protrusion = b.length(g) - g.node_r[junction] - wall_offset_mm
             if protrusion < spur_ratio * rb or protrusion < min_length_mm:
                 score = protrusion / rb
