@@ -97,29 +97,6 @@ def _forest(shape, seed: int):
     return VesselGraph(np.concatenate(pos), np.concatenate(rad), np.concatenate(edges))
 
 
-def _touching_y(angle_deg: float, radius: float = 1.5, overlap: float = 0.3):
-    """Two tubes fused side by side for 12 mm, then one bends away by ``angle_deg``."""
-    from vesseltree import VesselGraph
-
-    off = radius - overlap / 2
-
-    def line(*pts, step=0.5):
-        out = [np.asarray(pts[0], float)]
-        for a, b in zip(pts[:-1], pts[1:]):
-            a, b = np.asarray(a, float), np.asarray(b, float)
-            n = int(np.ceil(np.linalg.norm(b - a) / step))
-            out += [a + (b - a) * t for t in np.linspace(0, 1, n + 1)[1:]]
-        return np.array(out)
-
-    ang = np.deg2rad(angle_deg)
-    a = line([-off, 0, -12.0], [-off, 0, 12.0])
-    b = line([off, 0, -12.0], [off, 0, 0.0], [off + 12 * np.sin(ang), 0, 12 * np.cos(ang)])
-    edges = [[i, i + 1] for i in range(len(a) - 1)]
-    edges += [[len(a) + i, len(a) + i + 1] for i in range(len(b) - 1)]
-    pos = np.concatenate([a, b])
-    return VesselGraph(pos, np.full(len(pos), radius), np.asarray(edges))
-
-
 def _bumpy(g, seed: int, amplitude: float = 0.15, k: int = 8):
     """Radii modulated by a smooth random field (sum of plane waves, 3-8 mm wavelengths).
 
@@ -164,7 +141,8 @@ def make_synthetic(name: str):
         truth = touching_tubes(gap_mm=-0.3)
         shape = None
     elif base in ("touchingY20", "touchingY40"):
-        truth = _touching_y(float(base[-2:]))
+        # fused side by side for 12 mm, then one tube bends away
+        truth = touching_tubes(length_mm=24.0, gap_mm=-0.3, bend_deg=float(base[-2:]))
         shape = None
     else:
         raise ValueError(f"unknown synthetic case {name!r}")

@@ -161,20 +161,8 @@ def test_side_by_side_touching_vessels_are_separated(synth):
 
 @pytest.mark.parametrize("angle", [20.0, 40.0])
 def test_fused_vessels_that_part_come_apart(synth, angle):
-    from vesseltree import VesselGraph
-
     # two 1.5 mm tubes fused side by side (0.3 mm overlap) for 12 mm, then one bends away
-    off, step = 1.35, 0.25
-    a = np.stack([np.full(97, -off), np.zeros(97), np.linspace(-12, 12, 97)], 1)
-    t = np.deg2rad(angle)
-    stem = np.stack([np.full(49, off), np.zeros(49), np.linspace(-12, 0, 49)], 1)
-    s = np.linspace(step, 12, 48)
-    arm = np.stack([off + s * np.sin(t), 0 * s, s * np.cos(t)], 1)
-    b = np.concatenate([stem, arm])
-    pos = np.concatenate([a, b])
-    edges = [[i, i + 1] for i in range(len(a) - 1)]
-    edges += [[len(a) + i, len(a) + i + 1] for i in range(len(b) - 1)]
-    truth = VesselGraph(pos, np.full(len(pos), 1.5), np.asarray(edges))
+    truth = synth.touching_tubes(length_mm=24.0, gap_mm=-0.3, step_mm=0.25, bend_deg=angle)
     g = extract_graph(synth.voxelize(truth, spacing=SPACING))
     assert g.n_components == 2 and len(g.junctions) == 0 and len(g.endpoints) == 4
     d = cKDTree(dense(truth)[0]).query(g.positions)[0]

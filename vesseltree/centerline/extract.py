@@ -23,13 +23,12 @@ import warnings
 from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
-import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
 from ..errors import EmptyInputError, InvalidInputError, describe
 from ..graph import VesselGraph
 from ..volume import Volume, as_volume
-from .cleanup import binarize, clean_mask
+from .cleanup import binarize, clean_mask, pair_graph
 from .graph_build import SkeletonGraph, build_skeleton_graph
 from .prune import (
     collapse_short_links,
@@ -562,14 +561,13 @@ def extract_graph(
 
     sides: list[dict] = []
     if cfg.separate_touching and lobed.any():
-        positions, radii, r_ins, touching, branch, edges, deg, sides = _split_side_by_side(
-            positions, radii, r_ins, touching, branch, edges, deg, lobed
+        positions, radii, r_ins, touching, branch, edges, deg, sides, split_nodes = (
+            _split_side_by_side(positions, radii, r_ins, touching, branch, edges, deg, lobed)
         )
         if sides:
             # the nodes left out near the junction just split: into their lumens too
             m = len(positions)
-            split_at = np.array([s["position"] for s in sides])
-            d = cKDTree(split_at).query(positions)[0]
+            d = cKDTree(positions[split_nodes[:, 0]]).query(positions)[0]
             again = np.zeros(m, bool)
             again[:n] = looked_touching & ~lobed
             again &= d < 4.0 * radii + 2.0
@@ -590,11 +588,10 @@ def extract_graph(
             r_ins[moved] = np.minimum(r_ins[moved], r_lobe[moved])
             lobed = np.concatenate([lobed, np.zeros(m - n, bool)]) | moved
             # each node of a split between its two neighbours, as they lie now
-            for split in sides:
-                for v in split.pop("nodes"):
-                    nb = np.concatenate([edges[edges[:, 0] == v, 1], edges[edges[:, 1] == v, 0]])
-                    positions[v] = positions[nb].mean(0)
-                    radii[v] = radii[nb].mean()
+            for v in split_nodes.ravel():
+                nb = np.concatenate([edges[edges[:, 0] == v, 1], edges[edges[:, 1] == v, 0]])
+                positions[v] = positions[nb].mean(0)
+                radii[v] = radii[nb].mean()
 
     extended = 0
     if cfg.extend_tips or cfg.extend_to_border:
@@ -731,8 +728,8 @@ def _split_side_by_side(
     two straight lines (cosines below ``-straight_cos``) that run parallel (axes within
     ``acos(parallel)``), more than half their summed radii apart, and nodes of both lines were
     found in separate lumens (``lobed``, from :func:`_centre_in_lobes`). Such a node is split
-    in two, one per line, so the two vessels no longer join. Returns the updated arrays and one
-    dict per split.
+    in two, one per line, so the two vessels no longer join. Returns the updated arrays, one
+    dict per split, and the (k, 2) ids of the two nodes of each split.
     """
     splits: list[dict] = []
     new_nodes = []
@@ -741,12 +738,10 @@ def _split_side_by_side(
     if four.size:
         d = cKDTree(positions[lobed]).query(positions[four])[0]
         four = four[d < 4.0 * radii[four] + 2.0]
+    none = np.zeros((0, 2), np.int64)
     if four.size == 0:
-        return positions, radii, r_ins, touching, branch, edges, deg, splits
-    m = len(positions)
-    adj = sp.csr_matrix(
-        (np.ones(2 * len(edges), np.int8), (edges.ravel(), edges[:, ::-1].ravel())), shape=(m, m)
-    )
+        return positions, radii, r_ins, touching, branch, edges, deg, splits, none
+    adj = pair_graph(edges[:, 0], edges[:, 1], len(positions), symmetric=True)
     nbrs = _Neighbours(adj.indptr, adj.indices)
     for j in four:
         if len(nbrs[j]) != 4 or len(set(nbrs[j])) != 4:
@@ -797,11 +792,10 @@ def _split_side_by_side(
             {
                 "position": [round(float(x), 3) for x in positions[j]],
                 "gap_mm": round(gap, 3),
-                "nodes": [int(j), int(new)],
             }
         )
     if not new_nodes:
-        return positions, radii, r_ins, touching, branch, edges, deg, splits
+        return positions, radii, r_ins, touching, branch, edges, deg, splits, none
     edges = edges.copy()
     for j, _pos, fb, new in new_nodes:
         for f in fb:
@@ -819,7 +813,8 @@ def _split_side_by_side(
     touching[src] = True
     branch = np.concatenate([branch, branch[src]])
     deg = np.concatenate([deg, np.full(k, 2, deg.dtype)])
-    return positions, radii, r_ins, touching, branch, edges, deg, splits
+    pairs = np.array([(j, new) for j, *_, new in new_nodes], np.int64)
+    return positions, radii, r_ins, touching, branch, edges, deg, splits, pairs
 
 
 def _extend_tips(

@@ -369,12 +369,15 @@ def touching_tubes(
     gap_mm: float = 0.0,
     center=(0.0, 0.0, 0.0),
     step_mm: float = 0.5,
+    bend_deg: float = 0.0,
 ) -> VesselGraph:
-    """Two separate straight tubes running side by side along z, ``gap_mm`` apart.
+    """Two separate tubes running side by side along z, ``gap_mm`` apart.
 
     The axes lie at ``center +- (radius_mm + gap_mm / 2, 0, 0)``, so the surfaces are
     ``gap_mm`` apart (0: touching along a line; negative: overlapping). A mask of them fuses
-    where they touch, while the truth keeps two components.
+    where they touch, while the truth keeps two components. With ``bend_deg``, the second tube
+    (+x) turns away from the first at mid-length by that angle (in the x-z plane): two fused
+    vessels that part.
 
     Parameters
     ----------
@@ -384,6 +387,8 @@ def touching_tubes(
     center : (3,) float, mm
         Midpoint between the two tubes' centres.
     step_mm : float, mm
+    bend_deg : float, degrees
+        In [0, 90): the angle by which the second tube's far half turns away (0: straight).
 
     Returns
     -------
@@ -398,13 +403,22 @@ def touching_tubes(
             f"gap_mm must be greater than -2 * radius_mm = {-2 * r}, got {gap_mm!r}"
         )
     step = _number(step_mm, "step_mm")
+    bend = _number(bend_deg, "bend_deg", positive=False)
+    if not 0.0 <= bend < 90.0:
+        raise InvalidInputError(f"bend_deg must be in [0, 90), got {bend_deg!r}")
     c = as_float_array(center, "center", (3,))
     b = _Builder()
     offset = r + gap / 2
     tube = []
     for k, sign in enumerate((-1.0, 1.0)):
         a = c + [sign * offset, 0.0, -length / 2]
-        pts = _line(a, a + [0.0, 0.0, length], step)
+        if k == 1 and bend > 0:
+            mid = a + [0.0, 0.0, length / 2]
+            t = np.deg2rad(bend)
+            far = mid + 0.5 * length * np.array([np.sin(t), 0.0, np.cos(t)])
+            pts = np.concatenate([_line(a, mid, step), _line(mid, far, step)[1:]])
+        else:
+            pts = _line(a, a + [0.0, 0.0, length], step)
         b.path(pts, r)
         tube += [k] * len(pts)
     meta = {
@@ -413,6 +427,7 @@ def touching_tubes(
         "radius_mm": r,
         "gap_mm": gap,
         "center": c.tolist(),
+        "bend_deg": bend,
     }
     return b.graph(root=None, meta=meta, node_data={"tube": np.asarray(tube, dtype=np.int64)})
 
