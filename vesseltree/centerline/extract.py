@@ -126,9 +126,9 @@ class ExtractionConfig:
         leaves the field of view there rather than ending, so its centerline runs to the border
         (as the TubeTK experts trace it) instead of stopping a radius short.
     curvature_correction : bool
-        On binary masks, add ``h^2 / (12 r)`` to each cross-section radius (``h``: the smallest
-        voxel size, ``r`` at least ``h``): the 0.5 level of the interpolated mask lies that much
-        inside a curved wall on average, which biases thin vessels low.
+        Add ``h^2 / (12 r)`` to each cross-section radius (``h``: the smallest voxel size, ``r``
+        at least ``h``): the 0.5 level of the interpolated mask or probability map lies that
+        much inside a curved wall on average, which biases thin vessels low.
     straighten_junctions : bool
         Run each branch straight from its junction to where it leaves the tubes (inscribed balls
         along the paths) of the other branches there, VMTK's definition of where a branch starts:
@@ -437,7 +437,10 @@ def extract_graph(
     deg[n_key:] = 2
     junction = deg >= 3
     movable = ~junction
-    binary_field = not (cfg.use_probabilities and data.dtype.kind == "f")
+    # a float map holding only 0 and 1 is a binary mask (masks are often stored as floats)
+    binary_field = not (
+        cfg.use_probabilities and data.dtype.kind == "f" and bool(np.any((data > 0) & (data < 1)))
+    )
     if not binary_field:
         field = np.round(np.clip(data, 0.0, 1.0) * 255).astype(np.uint8)
         sampler = Sampler(field, affine, 1.0 / 255)
@@ -504,14 +507,18 @@ def extract_graph(
 
     edges = np.concatenate([np.stack([p[:-1], p[1:]], axis=1) for p in paths])
     radii = np.sqrt(area / np.pi)
-    if binary_field and cfg.curvature_correction:
-        # the 0.5 level of a trilinearly interpolated binary mask cuts the corners of a curved
-        # wall: on average it lies h^2 / (12 r) inside a circle of radius r (h^2 / 12: the
-        # variance of where the wall falls between two voxel centres, times the wall's
-        # curvature). h is the smallest voxel size: with the mean squared size in the section
-        # plane the correction overshot where slices are thicker than the in-plane voxels
+    if cfg.curvature_correction:
+        # the 0.5 level of a trilinearly interpolated field cuts the corners of a curved wall:
+        # on average it lies h^2 / (12 r) inside a circle of radius r (h^2 / 12: the mean of
+        # x (h - x) / 2 over a voxel, the error of linear interpolation for unit curvature of
+        # the field along the wall). This holds for binary masks and probability maps alike.
+        # h is the smallest voxel size: with the mean squared size in the section plane the
+        # correction overshot on binary masks where slices are thicker than the in-plane voxels
         # (exact-truth phantoms: radius bias +0.07 to +0.26 mm at 2-3 mm slices, against
-        # +0.01 to +0.15 mm with the smallest; -0.001 to +0.006 mm at 0.5 x 0.5 x 0.8 mm)
+        # +0.01 to +0.15 mm with the smallest; -0.001 to +0.006 mm at 0.5 x 0.5 x 0.8 mm).
+        # A partial-volume map (each voxel the fraction of it inside) also reads low by the
+        # blur of its voxels, about h^2 / (24 r) more; that part depends on how the map was
+        # made and is not corrected.
         h2 = float(spacing_mm.min()) ** 2
         ok = np.isfinite(radii)
         # below one voxel the formula no longer holds: cap it at its value for r = h
