@@ -24,7 +24,7 @@ from ..errors import EmptyInputError, InvalidInputError, describe
 from ..graph import VesselGraph
 from ..volume import Volume
 from .extract import ExtractionConfig, extract_graph
-from .labels import label_joins
+from .labels import group_mask, joined_groups, label_joins, node_labels
 
 __all__ = ["extract", "load_source", "to_forest"]
 
@@ -210,11 +210,10 @@ def _crop(vol: Volume, sl: tuple[slice, ...]) -> tuple[np.ndarray, np.ndarray, t
     return vol.data[grown], vol.affine @ shift, grown
 
 
-def _merge(
-    parts: list[tuple[int, VesselGraph]], affine, meta: dict, joins: list[dict] | None = None
-) -> VesselGraph:
-    """One graph of the per-label graphs, with a ``label`` node attribute; ``joins`` (from
-    :func:`.labels.label_joins`) add an edge each between them."""
+def _merge(parts: list[tuple], affine, meta: dict, joins: list[dict] | None = None) -> VesselGraph:
+    """One graph of the per-label graphs, with a ``label`` node attribute (each part's label,
+    or an array of one label per node); ``joins`` (from :func:`.labels.label_joins`) add an
+    edge each between them."""
     pos, rad, edges, lab = [], [], [], []
     data: dict[str, list[np.ndarray]] = {}
     keys = set.intersection(*(set(g.node_data) for _, g in parts)) if parts else set()
@@ -224,7 +223,7 @@ def _merge(
         pos.append(g.positions)
         rad.append(g.radii)
         edges.append(g.edges + offset)
-        lab.append(np.full(g.n_nodes, lbl, np.int64))
+        lab.append(np.broadcast_to(np.asarray(lbl, np.int64), (g.n_nodes,)))
         for k in keys:
             v = np.asarray(g.node_data[k])
             if k == "branch":
@@ -243,6 +242,58 @@ def _merge(
         affine=affine,
         meta=meta,
     )
+
+
+def _regroup(vol, int_data, parts, joins, contacts, box_of, cfg, meta):
+    """Extract every group of joined labels again as one mask, so that its centerline runs on
+    through the labels' boundaries (one label's centerline stops about a radius short of its
+    boundary, and a straight join across the gap cuts the corner of a thick vessel's turn).
+
+    Labels of a group that only touch (no join between them) keep a seam (:func:`.labels.
+    group_mask`, with the label pairs in ``contacts`` continuing each other); each node takes the label of the nearest voxel of the group. A group whose
+    mask leaves no centerline keeps its per-label centerlines and their joins. Returns the new
+    parts (label or per-node labels, graph) and the joins still to be drawn as edges.
+    """
+    groups = joined_groups([c for c, _ in parts], joins)
+    grouped = {c for grp in groups for c in grp}
+    index = {c: p for p, (c, _) in enumerate(parts)}
+    offsets = np.cumsum([0] + [g.n_nodes for _, g in parts])
+    out = [(c, g) for c, g in parts if c not in grouped]
+    kept: list[dict] = []
+    done = []
+    for grp in groups:
+        box = tuple(
+            slice(min(box_of[c][k].start for c in grp), max(box_of[c][k].stop for c in grp))
+            for k in range(3)
+        )
+        crop, crop_affine, _ = _crop(vol, box)
+        mask, loc = group_mask(np.asarray(crop), grp, contacts)
+        try:
+            g = extract_graph(Volume(np.ascontiguousarray(mask), crop_affine), **cfg)
+        except EmptyInputError:
+            g = None
+        if g is None or g.n_nodes == 0:
+            # keep the labels' own centerlines, joined as before (renumbered below)
+            sub = [(c, parts[index[c]][1]) for c in grp]
+            old = {c: int(offsets[index[c]]) for c in grp}
+            new = dict(zip(grp, np.cumsum([0] + [parts[index[c]][1].n_nodes for c in grp])))
+
+            def renum(n, old=old, new=new, grp=grp):
+                c = max(x for x in grp if old[x] <= n)
+                return int(n - old[c] + new[c])
+
+            inner = [
+                {**j, "nodes": tuple(renum(int(n)) for n in j["nodes"])}
+                for j in joins
+                if int(j["labels"][0]) in grp
+            ]
+            g = _merge(sub, crop_affine, {}, inner)
+            out.append((np.asarray(g.node_data["label"], np.int64), g))
+            continue
+        out.append((node_labels(g.positions, loc, grp, crop_affine), g))
+        done.append([int(c) for c in grp])
+    meta["label_groups"] = done
+    return out, kept
 
 
 def _summary(g: VesselGraph) -> dict:
@@ -371,7 +422,11 @@ def extract(
         Where a vessel runs on from one label into another (a tree labelled by segment), join
         the two labels' centerlines across the boundary: tip to tip, or a labelled side branch's
         tip to the other label's centerline (see :mod:`vesseltree.centerline.labels`). Labels
-        that only touch side by side stay apart. Each join is listed in ``meta["label_joins"]``.
+        that only touch side by side stay apart. Each join is listed in ``meta["label_joins"]``
+        (labels, world position, kind, cover). The labels that joins connect are then extracted
+        again as one mask (with a seam where two of them only touch), so that the centerline
+        runs on through the boundaries instead of bridging a radius-wide gap with a straight
+        edge; each node takes the label of the voxels it lies in (``meta["label_groups"]``).
         Not used with ``per_label``.
     tree : bool
         Make every component a rooted tree (see :func:`to_forest`): cycles cut at their thinnest
@@ -539,11 +594,15 @@ def extract(
         warnings.warn(f"extract: {msg}; returning an empty graph", RuntimeWarning, stacklevel=2)
     joins = []
     if join_labels:
-        joins = label_joins(parts, int_data, vol.affine) if len(parts) > 1 else []
+        contacts: set = set()
+        joins = (
+            label_joins(parts, int_data, vol.affine, contacts=contacts) if len(parts) > 1 else []
+        )
+        allpos = np.concatenate([g.positions for _, g in parts]) if parts else np.zeros((0, 3))
         meta["label_joins"] = [
             {
                 "labels": [int(a) for a in j["labels"]],
-                "nodes": [int(n) for n in j["nodes"]],
+                "position": [round(float(x), 4) for x in allpos[list(j["nodes"])].mean(0)],
                 "kind": j["kind"],
                 "cover": round(float(j["cover"]), 3),
             }
@@ -551,6 +610,8 @@ def extract(
         ]
         if joins:
             log.info("extract: joined the labels' centerlines at %d boundaries", len(joins))
+    if joins:
+        parts, joins = _regroup(vol, int_data, parts, joins, contacts, box_of, cfg, meta)
     merged = _merge(parts, vol.affine, meta, joins)
     if tree and merged.n_nodes:
         merged = to_forest(merged, root, progress=progress)
