@@ -150,3 +150,21 @@ def test_joins_do_not_depend_on_axis_order_or_orientation():
     a, b = extract(lab), extract(other)
     assert len(a.meta["label_joins"]) == len(b.meta["label_joins"]) >= 12
     assert np.allclose(joined_points(a), joined_points(b), atol=1e-3)
+
+
+def test_group_mask_keeps_a_seam_only_between_labels_that_just_touch():
+    from vesseltree.centerline.labels import group_mask
+
+    crop = np.zeros((6, 6, 6), np.int16)
+    crop[1:5, 1:3, 1:5] = 1  # runs on into label 2 along j
+    crop[1:5, 3:5, 1:3] = 2
+    crop[1:5, 3:5, 3:5] = 3  # lies beside label 2 along k, only touching it
+    mask, loc = group_mask(crop, [1, 2, 3], {frozenset((1, 2)), frozenset((1, 3))})
+    assert np.array_equal(loc > 0, crop > 0)
+    # label 2's layer next to label 3 is left out; everything else stays
+    assert not mask[1:5, 3:5, 2].any()
+    dropped = (crop > 0) & ~mask
+    assert np.array_equal(dropped, (crop == 2) & (np.arange(6)[None, None, :] == 2))
+    # nothing is left out where every touching pair continues each other
+    full, _ = group_mask(crop, [1, 2, 3], {frozenset((1, 2)), frozenset((1, 3)), frozenset((2, 3))})
+    assert np.array_equal(full, crop > 0)
