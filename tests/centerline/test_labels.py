@@ -168,3 +168,27 @@ def test_group_mask_keeps_a_seam_only_between_labels_that_just_touch():
     # nothing is left out where every touching pair continues each other
     full, _ = group_mask(crop, [1, 2, 3], {frozenset((1, 2)), frozenset((1, 3)), frozenset((2, 3))})
     assert np.array_equal(full, crop > 0)
+
+
+def test_group_without_a_centerline_keeps_the_joined_label_centerlines(monkeypatch):
+    import importlib
+
+    api = importlib.import_module("vesseltree.centerline.api")
+    truth = synth.random_tree(seed=12, n_branches=15)
+    lab = _label_map(synth.voxelize(truth, spacing=SPACING), _by_branch(truth), truth)
+    apart = extract(lab, join_labels=False)
+    real = api.group_mask
+
+    def empty(crop, members, contacts):
+        mask, loc = real(crop, members, contacts)
+        return np.zeros_like(mask), loc
+
+    monkeypatch.setattr(api, "group_mask", empty)
+    g = extract(lab)
+    assert g.meta["label_groups"] == []
+    assert g.n_components == 1
+    assert g.n_edges == apart.n_edges + len(g.meta["label_joins"])
+    order = np.lexsort(g.positions.T)
+    other = np.lexsort(apart.positions.T)
+    assert np.array_equal(g.positions[order], apart.positions[other])
+    assert np.array_equal(g.node_data["label"][order], apart.node_data["label"][other])

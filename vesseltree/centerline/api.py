@@ -252,14 +252,14 @@ def _regroup(vol, int_data, parts, joins, contacts, box_of, cfg, meta):
     Labels of a group that only touch (no join between them) keep a seam (:func:`.labels.
     group_mask`, with the label pairs in ``contacts`` continuing each other); each node takes the label of the nearest voxel of the group. A group whose
     mask leaves no centerline keeps its per-label centerlines and their joins. Returns the new
-    parts (label or per-node labels, graph) and the joins still to be drawn as edges.
+    parts (label or per-node labels, graph) and the joins still to be drawn between them (none:
+    each group's joins are inside its part).
     """
     groups = joined_groups([c for c, _ in parts], joins)
     grouped = {c for grp in groups for c in grp}
     index = {c: p for p, (c, _) in enumerate(parts)}
     offsets = np.cumsum([0] + [g.n_nodes for _, g in parts])
     out = [(c, g) for c, g in parts if c not in grouped]
-    kept: list[dict] = []
     done = []
     for grp in groups:
         box = tuple(
@@ -279,7 +279,7 @@ def _regroup(vol, int_data, parts, joins, contacts, box_of, cfg, meta):
             new = dict(zip(grp, np.cumsum([0] + [parts[index[c]][1].n_nodes for c in grp])))
 
             def renum(n, old=old, new=new, grp=grp):
-                c = max(x for x in grp if old[x] <= n)
+                c = max((x for x in grp if old[x] <= n), key=old.get)  # the part n is in
                 return int(n - old[c] + new[c])
 
             inner = [
@@ -293,7 +293,7 @@ def _regroup(vol, int_data, parts, joins, contacts, box_of, cfg, meta):
         out.append((node_labels(g.positions, loc, grp, crop_affine), g))
         done.append([int(c) for c in grp])
     meta["label_groups"] = done
-    return out, kept
+    return out, []
 
 
 def _summary(g: VesselGraph) -> dict:
