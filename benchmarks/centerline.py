@@ -197,6 +197,22 @@ def make_aorta():
     return mask, np.asarray(vol.affine, np.float64), truth
 
 
+def make_aorta_labels():
+    """The aorta labelled trunk / left / right iliac (each voxel: its nearest reference branch),
+    as TotalSegmentator labels the aorta and the iliac arteries."""
+    from scipy.spatial import cKDTree
+
+    mask, affine, truth = make_aorta()
+    branch = np.zeros(truth.n_nodes, np.int64)
+    for i, path in enumerate(truth.branches):
+        branch[path] = i
+    ijk = np.argwhere(mask)
+    _, near = cKDTree(truth.positions).query(ijk @ affine[:3, :3].T + affine[:3, 3])
+    labels = np.zeros(mask.shape, np.uint8)
+    labels[tuple(ijk.T)] = branch[near] + 1
+    return labels, affine, truth
+
+
 def case_list(quick: bool) -> list[str]:
     synth = ["tree256_clean", "loop_rough", "touching"]
     if not quick:
@@ -216,7 +232,7 @@ def case_list(quick: bool) -> list[str]:
     if (DATA / "tubetk").is_dir():
         real += [f"tubetk_{c}" for c in (TUBETK[:2] if quick else TUBETK)]
     if (DATA / "vmtk_aorta").is_dir() and not quick:
-        real.append("aorta")
+        real += ["aorta", "aorta_labels"]
     if (DATA / "tubetk").is_dir() and not quick:
         real += [f"labels_tubetk_{c}" for c in TUBETK]
     return synth + real
@@ -229,6 +245,8 @@ def make_case(name: str):
         return make_tubetk(name.split("_", 1)[1])
     if name == "aorta":
         return make_aorta()
+    if name == "aorta_labels":
+        return make_aorta_labels()
     return make_synthetic(name)
 
 
