@@ -329,8 +329,10 @@ def group_mask(
     members = sorted(int(m) for m in members)
     k = len(members)
     top = int(max(members[-1], int(crop.max()) if crop.size else 0))
-    lut = np.zeros(top + 1, np.int32)
-    lut[members] = np.arange(1, k + 1, dtype=np.int32)
+    # the smallest index type: loc and its padded copy are as large as the group's box
+    kind = np.uint8 if k < 1 << 8 else np.uint16 if k < 1 << 16 else np.int32
+    lut = np.zeros(top + 1, kind)
+    lut[members] = np.arange(1, k + 1)
     loc = lut[crop]
     apart = np.ones((k + 1, k + 1), bool)
     apart[0, :] = apart[:, 0] = False
