@@ -244,16 +244,16 @@ def _merge(parts: list[tuple], affine, meta: dict, joins: list[dict] | None = No
     )
 
 
-def _regroup(vol, int_data, parts, joins, contacts, box_of, cfg, meta):
+def _regroup(vol, parts, joins, contacts, box_of, cfg, meta) -> list[tuple]:
     """Extract every group of joined labels again as one mask, so that its centerline runs on
     through the labels' boundaries (one label's centerline stops about a radius short of its
     boundary, and a straight join across the gap cuts the corner of a thick vessel's turn).
 
-    Labels of a group that only touch (no join between them) keep a seam (:func:`.labels.
-    group_mask`, with the label pairs in ``contacts`` continuing each other); each node takes the label of the nearest voxel of the group. A group whose
-    mask leaves no centerline keeps its per-label centerlines and their joins. Returns the new
-    parts (label or per-node labels, graph) and the joins still to be drawn between them (none:
-    each group's joins are inside its part).
+    Two labels of a group that only touch keep a seam (:func:`.labels.group_mask`; the pairs
+    in ``contacts`` continue each other), and each node takes the label of the nearest voxel
+    of the group (``meta["label_groups"]`` lists the groups). A group whose mask leaves no
+    centerline keeps its per-label centerlines, joined. Returns the new parts: (label, graph)
+    for the labels no join touches, (per-node labels, graph) for each group.
     """
     groups = joined_groups([c for c, _ in parts], joins)
     grouped = {c for grp in groups for c in grp}
@@ -272,28 +272,26 @@ def _regroup(vol, int_data, parts, joins, contacts, box_of, cfg, meta):
             g = extract_graph(Volume(np.ascontiguousarray(mask), crop_affine), **cfg)
         except EmptyInputError:
             g = None
-        if g is None or g.n_nodes == 0:
-            # keep the labels' own centerlines, joined as before (renumbered below)
-            sub = [(c, parts[index[c]][1]) for c in grp]
-            old = {c: int(offsets[index[c]]) for c in grp}
-            new = dict(zip(grp, np.cumsum([0] + [parts[index[c]][1].n_nodes for c in grp])))
-
-            def renum(n, old=old, new=new, grp=grp):
-                c = max((x for x in grp if old[x] <= n), key=old.get)  # the part n is in
-                return int(n - old[c] + new[c])
-
-            inner = [
-                {**j, "nodes": tuple(renum(int(n)) for n in j["nodes"])}
-                for j in joins
-                if int(j["labels"][0]) in grp
-            ]
-            g = _merge(sub, crop_affine, {}, inner)
-            out.append((np.asarray(g.node_data["label"], np.int64), g))
+        if g is not None and g.n_nodes:
+            out.append((node_labels(g.positions, loc, grp, crop_affine), g))
+            done.append([int(c) for c in grp])
             continue
-        out.append((node_labels(g.positions, loc, grp, crop_affine), g))
-        done.append([int(c) for c in grp])
+        # keep the labels' own centerlines and their joins, renumbered into this group's graph
+        sub = [parts[index[c]] for c in grp]
+        start = dict(zip(grp, np.cumsum([0] + [g.n_nodes for _, g in sub[:-1]])))
+
+        # the part each join node is in, and its number in this group's graph
+        inner = []
+        for j in joins:
+            if int(j["labels"][0]) in start:
+                p = np.searchsorted(offsets, j["nodes"], side="right") - 1
+                first = [start[parts[int(q)][0]] for q in p]
+                nodes = np.asarray(j["nodes"]) - offsets[p] + first
+                inner.append({**j, "nodes": tuple(int(n) for n in nodes)})
+        g = _merge(sub, crop_affine, {}, inner)
+        out.append((np.asarray(g.node_data["label"], np.int64), g))
     meta["label_groups"] = done
-    return out, []
+    return out
 
 
 def _summary(g: VesselGraph) -> dict:
@@ -611,7 +609,7 @@ def extract(
         if joins:
             log.info("extract: joined the labels' centerlines at %d boundaries", len(joins))
     if joins:
-        parts, joins = _regroup(vol, int_data, parts, joins, contacts, box_of, cfg, meta)
+        parts, joins = _regroup(vol, parts, joins, contacts, box_of, cfg, meta), []
     merged = _merge(parts, vol.affine, meta, joins)
     if tree and merged.n_nodes:
         merged = to_forest(merged, root, progress=progress)

@@ -337,9 +337,10 @@ def group_mask(
     apart = np.ones((k + 1, k + 1), bool)
     apart[0, :] = apart[:, 0] = False
     np.fill_diagonal(apart, False)
+    inside = set(members)
     for pair in contacts:
         a, b = sorted(pair)
-        if a in members and b in members:
+        if a in inside and b in inside:
             ia, ib = lut[a], lut[b]
             apart[ia, ib] = apart[ib, ia] = False
     mask = loc > 0
@@ -356,9 +357,8 @@ def group_mask(
             continue
         nb = flat[idx + int(np.dot(np.array(off) - 1, stride))]
         drop |= (nb > own) & apart[own, nb]
-    keep = np.zeros(padded.size, bool)
-    keep[idx[~drop]] = True
-    mask = keep.reshape(padded.shape)[1:-1, 1:-1, 1:-1]
+    gone = np.unravel_index(idx[drop], padded.shape)
+    mask[tuple(g - 1 for g in gone)] = False
     return mask, loc
 
 
