@@ -157,21 +157,33 @@ def test_joins_do_not_depend_on_axis_order_or_orientation():
     assert np.array_equal(a.node_data["label"], b.node_data["label"][near])
 
 
-def test_group_mask_keeps_a_seam_only_between_labels_that_just_touch():
+def test_group_mask_is_open_where_a_vessel_runs_on_and_sealed_where_labels_touch():
+    from scipy import ndimage as ndi
+
     from vesseltree.centerline.labels import group_mask
 
-    crop = np.zeros((6, 6, 6), np.int16)
-    crop[1:5, 1:3, 1:5] = 1  # runs on into label 2 along j
-    crop[1:5, 3:5, 1:3] = 2
-    crop[1:5, 3:5, 3:5] = 3  # lies beside label 2 along k, only touching it
-    mask, loc = group_mask(crop, [1, 2, 3], {frozenset((1, 2)), frozenset((1, 3))})
+    crop = np.zeros((6, 16, 10), np.int16)
+    crop[1:5, 1:7, 1:5] = 1  # runs on into label 2 along j
+    crop[1:5, 7:15, 1:5] = 2
+    crop[1:5, 11:15, 5:9] = 3  # lies beside label 2 (along k), away from that boundary
+    eye = np.eye(4)  # voxel = world mm
+
+    def pieces(mask):
+        comp, n = ndi.label(mask, np.ones((3, 3, 3)))
+        return n, {int(c): set(np.unique(comp[(crop == c) & mask]).tolist()) for c in (1, 2, 3)}
+
+    # no place where a vessel runs on: every touching pair is sealed
+    mask, loc = group_mask(crop, [1, 2, 3], [], eye)
     assert np.array_equal(loc > 0, crop > 0)
-    # label 2's layer next to label 3 is left out; everything else stays
-    assert not mask[1:5, 3:5, 2].any()
-    dropped = (crop > 0) & ~mask
-    assert np.array_equal(dropped, (crop == 2) & (np.arange(6)[None, None, :] == 2))
-    # nothing is left out where every touching pair continues each other
-    full, _ = group_mask(crop, [1, 2, 3], {frozenset((1, 2)), frozenset((1, 3)), frozenset((2, 3))})
+    n, where = pieces(mask)
+    assert n == 3 and where[1] != where[2] != where[3]
+    # the end cap between labels 1 and 2 is open, the side contact of 2 and 3 stays sealed
+    mask, _ = group_mask(crop, [1, 2, 3], [((2.5, 6.5, 2.5), 2.0)], eye)
+    n, where = pieces(mask)
+    assert n == 2 and where[1] == where[2] != where[3]
+    assert mask[crop == 3].all()  # only the lower label of a sealed pair loses voxels
+    # a ball over everything: nothing is sealed
+    full, _ = group_mask(crop, [1, 2, 3], [((2.5, 8.0, 5.0), 20.0)], eye)
     assert np.array_equal(full, crop > 0)
 
 
@@ -184,8 +196,8 @@ def test_group_without_a_centerline_keeps_the_joined_label_centerlines(monkeypat
     apart = extract(lab, join_labels=False)
     real = api.group_mask
 
-    def empty(crop, members, contacts):
-        mask, loc = real(crop, members, contacts)
+    def empty(crop, members, contacts, affine):
+        mask, loc = real(crop, members, contacts, affine)
         return np.zeros_like(mask), loc
 
     monkeypatch.setattr(api, "group_mask", empty)

@@ -249,8 +249,9 @@ def _regroup(vol, parts, joins, contacts, box_of, cfg, meta) -> list[tuple]:
     through the labels' boundaries (one label's centerline stops about a radius short of its
     boundary, and a straight join across the gap cuts the corner of a thick vessel's turn).
 
-    Two labels of a group that only touch keep a seam (:func:`.labels.group_mask`; the pairs
-    in ``contacts`` continue each other), and each node takes the label of the nearest voxel
+    The labels of a group are masked together where a vessel runs on from one into another
+    (the balls of ``contacts``) and kept apart by a seam wherever else they touch
+    (:func:`.labels.group_mask`), and each node takes the label of the nearest voxel
     of the group (``meta["label_groups"]`` lists the groups). A group whose mask leaves no
     centerline keeps its per-label centerlines, joined. Returns the new parts: (label, graph)
     for the labels no join touches, (per-node labels, graph) for each group.
@@ -267,7 +268,7 @@ def _regroup(vol, parts, joins, contacts, box_of, cfg, meta) -> list[tuple]:
             for k in range(3)
         )
         crop, crop_affine, _ = _crop(vol, box)
-        mask, loc = group_mask(np.asarray(crop), grp, contacts)
+        mask, loc = group_mask(np.asarray(crop), grp, contacts, crop_affine)
         try:
             g = extract_graph(Volume(np.ascontiguousarray(mask), crop_affine), **cfg)
         except EmptyInputError:
@@ -592,7 +593,7 @@ def extract(
         warnings.warn(f"extract: {msg}; returning an empty graph", RuntimeWarning, stacklevel=2)
     joins = []
     if join_labels:
-        contacts: set = set()
+        contacts: list = []
         joins = (
             label_joins(parts, int_data, vol.affine, contacts=contacts) if len(parts) > 1 else []
         )

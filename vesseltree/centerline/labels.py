@@ -194,7 +194,7 @@ def label_joins(
     *,
     min_cover: float = 0.25,
     min_cos: float = 0.5,
-    contacts: set | None = None,
+    contacts: list | None = None,
 ) -> list[dict]:
     """Edges that join per-label centerlines where a vessel runs on into another label.
 
@@ -216,10 +216,10 @@ def label_joins(
         A boundary face faces forward where the label's smoothed outward normal makes at least
         this cosine with the tip's direction; the side walls of a vessel lying alongside
         another one face across (cosine near 0) and do not count.
-    contacts : set, optional
-        Filled with the label pairs (frozensets) where a vessel runs on from one into the
-        other, joined or not (a join that would close a small loop is dropped, but its two
-        labels still continue each other).
+    contacts : list, optional
+        Filled with a ball ``(centre, radius)`` (world mm) around every place where a vessel
+        runs on from one label into another, joined or not (a join that would close a small
+        loop is dropped, but the vessel still runs on there): the end cap that was measured.
 
     Returns
     -------
@@ -271,7 +271,7 @@ def label_joins(
                 near = 2.0 * (r + float(other.radii[j]))
                 candidates.append((f / area, p, int(t), q, int(j), near))
                 if contacts is not None:
-                    contacts.add(frozenset((int(lbl), int(parts[q][0]))))
+                    contacts.append((base, reach))
     # strongest caps first; a join whose two nodes are already linked nearby (through the
     # labels' centerlines and the joins accepted so far) would close a small loop and is dropped
     candidates.sort(key=lambda c: (-c[0], c[1], c[2]))
@@ -314,15 +314,17 @@ def joined_groups(labels: list[int], joins: list[dict]) -> list[list[int]]:
 
 
 def group_mask(
-    crop: np.ndarray, members: list[int], contacts: set
+    crop: np.ndarray, members: list[int], contacts: list, affine
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mask of a group of joined labels, with a seam where two of them only touch.
+    """Mask of a group of joined labels, open where a vessel runs on from one into another and
+    with a seam wherever two of them only touch.
 
-    Labels that continue each other (a pair in ``contacts``, from :func:`label_joins`) are one
-    vessel and are masked together, so that the centerline runs on through their boundary. Two
-    labels of the group that only touch (vessels lying side by side, joined to the rest of the
-    tree elsewhere) are kept apart as when extracted one by one: the voxels of the lower of
-    the two labels that are 26-neighbours of the other are left out of the mask.
+    Where a vessel runs on into the next label (the balls ``(centre, radius)`` of
+    ``contacts``, from :func:`label_joins`), the labels are masked together, so that the
+    centerline runs on through their boundary. Elsewhere, two labels that touch (vessels lying
+    side by side, or an artery along a vein that one stray join put in the same group) are
+    kept apart as when extracted one by one: the voxels of the lower of the two labels that are
+    26-neighbours of the other are left out of the mask. ``affine``: voxel -> world of ``crop``.
 
     Returns the mask and the group-local index (1..K, 0 outside the group) of every voxel.
     """
@@ -334,17 +336,8 @@ def group_mask(
     lut = np.zeros(top + 1, kind)
     lut[members] = np.arange(1, k + 1)
     loc = lut[crop]
-    apart = np.ones((k + 1, k + 1), bool)
-    apart[0, :] = apart[:, 0] = False
-    np.fill_diagonal(apart, False)
-    inside = set(members)
-    for pair in contacts:
-        a, b = sorted(pair)
-        if a in inside and b in inside:
-            ia, ib = lut[a], lut[b]
-            apart[ia, ib] = apart[ib, ia] = False
     mask = loc > 0
-    if not apart.any():
+    if k < 2:
         return mask, loc
     padded = np.pad(loc, 1)
     flat = padded.ravel()
@@ -356,9 +349,18 @@ def group_mask(
         if off == (1, 1, 1):
             continue
         nb = flat[idx + int(np.dot(np.array(off) - 1, stride))]
-        drop |= (nb > own) & apart[own, nb]
-    gone = np.unravel_index(idx[drop], padded.shape)
-    mask[tuple(g - 1 for g in gone)] = False
+        drop |= (nb > own) & (own > 0)
+    gone = np.stack(np.unravel_index(idx[drop], padded.shape), axis=1) - 1
+    if len(gone) and contacts:
+        # the seam stays open inside the end caps where a vessel runs on into the next label
+        affine = np.asarray(affine, np.float64)
+        world = gone @ affine[:3, :3].T + affine[:3, 3]
+        tree = cKDTree(world)
+        open_ = np.zeros(len(gone), bool)
+        for centre, radius in contacts:
+            open_[tree.query_ball_point(np.asarray(centre, np.float64), float(radius))] = True
+        gone = gone[~open_]
+    mask[tuple(gone.T)] = False
     return mask, loc
 
 
