@@ -423,9 +423,10 @@ def extract(
         tip to the other label's centerline (see :mod:`vesseltree.centerline.labels`). Labels
         that only touch side by side stay apart. Each join is listed in ``meta["label_joins"]``
         (labels, world position, kind, cover). The labels that joins connect are then extracted
-        again as one mask (with a seam where two of them only touch), so that the centerline
-        runs on through the boundaries instead of bridging a radius-wide gap with a straight
-        edge; each node takes the label of the voxels it lies in (``meta["label_groups"]``).
+        again as one mask (open where a vessel runs on, sealed where labels only touch), so that
+        the centerline runs on through the boundaries instead of bridging a radius-wide gap with
+        a straight edge; each node takes the label of the voxels it lies in
+        (``meta["label_groups"]``).
         Not used with ``per_label``.
     tree : bool
         Make every component a rooted tree (see :func:`to_forest`): cycles cut at their thinnest

@@ -21,9 +21,9 @@ junction, not a triangle); long cycles through the labels, such as the circle of
 A label's centerline stops about a radius short of its boundary, so a join bridges a gap of
 about two radii with a straight edge: fine for a 1 mm vessel, several millimetres off the axis
 where a 10 mm aorta turns into an iliac artery. :func:`joined_groups` therefore gathers the labels
-that joins connect, and :func:`group_mask` masks each group together (with a one-voxel seam
-between two of its labels that only touch, which keeps them apart as before) to be extracted
-again as one vessel tree; :func:`node_labels` gives each node the label of the voxels it lies in.
+that joins connect, and :func:`group_mask` masks each group together to be extracted again as
+one vessel tree: open inside the end caps where a vessel runs on into the next label, sealed by a
+one-voxel seam wherever else two of its labels touch (which keeps them apart as before); :func:`node_labels` gives each node the label of the voxels it lies in.
 """
 
 from __future__ import annotations
