@@ -23,7 +23,8 @@ about two radii with a straight edge: fine for a 1 mm vessel, several millimetre
 where a 10 mm aorta turns into an iliac artery. :func:`joined_groups` therefore gathers the labels
 that joins connect, and :func:`group_mask` masks each group together to be extracted again as
 one vessel tree: open inside the end caps where a vessel runs on into the next label, sealed by a
-one-voxel seam wherever else two of its labels touch (which keeps them apart as before); :func:`node_labels` gives each node the label of the voxels it lies in.
+one-voxel seam wherever else two of its labels touch (which keeps them apart as before).
+:func:`node_labels` gives each node the label of the voxels it lies in.
 """
 
 from __future__ import annotations
@@ -253,6 +254,7 @@ def label_joins(
             area = np.pi * r * r
             if sum(contact.values()) < min_cover * area:
                 continue
+            runs_on = False
             for k, f in contact.items():
                 if k not in index or f < 0.5 * min_cover * area or trees[index[k]] is None:
                     continue
@@ -270,8 +272,9 @@ def label_joins(
                         j = int(ends[np.argmin(de)])
                 near = 2.0 * (r + float(other.radii[j]))
                 candidates.append((f / area, p, int(t), q, int(j), near))
-                if contacts is not None:
-                    contacts.append((base, reach))
+                runs_on = True
+            if runs_on and contacts is not None:
+                contacts.append((base, reach))
     # strongest caps first; a join whose two nodes are already linked nearby (through the
     # labels' centerlines and the joins accepted so far) would close a small loop and is dropped
     candidates.sort(key=lambda c: (-c[0], c[1], c[2]))
@@ -295,22 +298,18 @@ def label_joins(
 
 def joined_groups(labels: list[int], joins: list[dict]) -> list[list[int]]:
     """The labels that joins connect, as groups (each sorted; groups of two labels or more)."""
-    parent = {int(c): int(c) for c in labels}
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for j in joins:
-        a, b = (find(int(x)) for x in j["labels"])
-        if a != b:
-            parent[max(a, b)] = min(a, b)
-    groups: dict[int, list[int]] = {}
-    for c in parent:
-        groups.setdefault(find(c), []).append(c)
-    return [sorted(g) for g in groups.values() if len(g) > 1]
+    labels = sorted(int(c) for c in labels)
+    at = {c: i for i, c in enumerate(labels)}
+    pairs = np.array([[at[int(a)], at[int(b)]] for a, b in (j["labels"] for j in joins)])
+    pairs = pairs.reshape(-1, 2)
+    n = len(labels)
+    link = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, comp = connected_components(link, directed=False)
+    groups = [[labels[i] for i in np.flatnonzero(comp == c)] for c in np.unique(comp)]
+    return [g for g in groups if len(g) > 1]
 
 
 def group_mask(
