@@ -36,6 +36,8 @@ from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
 from ..graph import VesselGraph
+from ..volume import voxel_to_world
+from .cleanup import pair_graph
 
 __all__ = ["label_joins", "joined_groups", "group_mask", "node_labels"]
 
@@ -298,15 +300,13 @@ def label_joins(
 
 def joined_groups(labels: list[int], joins: list[dict]) -> list[list[int]]:
     """The labels that joins connect, as groups (each sorted; groups of two labels or more)."""
-    from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     labels = sorted(int(c) for c in labels)
     at = {c: i for i, c in enumerate(labels)}
     pairs = np.array([[at[int(a)], at[int(b)]] for a, b in (j["labels"] for j in joins)])
     pairs = pairs.reshape(-1, 2)
-    n = len(labels)
-    link = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    link = pair_graph(pairs[:, 0], pairs[:, 1], len(labels), symmetric=True)
     _, comp = connected_components(link, directed=False)
     groups = [[labels[i] for i in np.flatnonzero(comp == c)] for c in np.unique(comp)]
     return [g for g in groups if len(g) > 1]
@@ -348,13 +348,11 @@ def group_mask(
         if off == (1, 1, 1):
             continue
         nb = flat[idx + int(np.dot(np.array(off) - 1, stride))]
-        drop |= (nb > own) & (own > 0)
+        drop |= nb > own  # a higher label of the group touches this voxel
     gone = np.stack(np.unravel_index(idx[drop], padded.shape), axis=1) - 1
     if len(gone) and contacts:
         # the seam stays open inside the end caps where a vessel runs on into the next label
-        affine = np.asarray(affine, np.float64)
-        world = gone @ affine[:3, :3].T + affine[:3, 3]
-        tree = cKDTree(world)
+        tree = cKDTree(voxel_to_world(np.asarray(affine, np.float64), gone))
         open_ = np.zeros(len(gone), bool)
         for centre, radius in contacts:
             open_[tree.query_ball_point(np.asarray(centre, np.float64), float(radius))] = True
@@ -369,7 +367,6 @@ def node_labels(positions: np.ndarray, loc: np.ndarray, members: list[int], affi
     ijk = np.argwhere(loc > 0)
     if len(ijk) == 0 or len(positions) == 0:
         return np.zeros(len(positions), np.int64)
-    affine = np.asarray(affine, np.float64)
-    world = ijk @ affine[:3, :3].T + affine[:3, 3]
+    world = voxel_to_world(np.asarray(affine, np.float64), ijk)
     _, near = cKDTree(world).query(np.asarray(positions, np.float64))
     return np.asarray(members, np.int64)[loc[tuple(ijk[near].T)] - 1]
