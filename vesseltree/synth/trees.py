@@ -78,6 +78,13 @@ class TreeConfig:
         The step is also at most this fraction of the segment's end radius.
     collision_margin_mm : float, mm
         Smallest gap kept between the surfaces of non-adjacent tubes.
+    min_bend_ratio : float
+        Smallest radius of curvature of a segment's centerline, in units of the local tube
+        radius. A tube bent tighter than its own radius folds into itself, and even near that
+        limit its inner wall pinches, so the drawn curve would no longer be the medial axis of
+        the tube (the truth a voxelised phantom is scored against). A drawn curve that bends
+        tighter is flattened (its lateral amplitude scaled down) until it does not; its
+        tortuosity, recorded per branch, is then lower than the one drawn. 0 turns this off.
     max_tries : int
         Attempts to place a bifurcation without collision before the tip is left as a tip.
     """
@@ -98,6 +105,7 @@ class TreeConfig:
     node_spacing_mm: float = 0.5
     node_spacing_ratio: float = 0.5
     collision_margin_mm: float = 0.3
+    min_bend_ratio: float = 1.0
     max_tries: int = 8
 
     def __post_init__(self):
@@ -120,7 +128,8 @@ class TreeConfig:
             "node_spacing_mm",
             "node_spacing_ratio",
         )
-        for field in (*positive, "root_radius_sd_mm", "angle_mean_deg", "angle_sd_deg"):
+        nonneg = ("root_radius_sd_mm", "angle_mean_deg", "angle_sd_deg", "min_bend_ratio")
+        for field in (*positive, *nonneg):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
                 raise InvalidInputError(f"{field} must be a number, got {describe(value)}")
@@ -227,19 +236,66 @@ _W = np.full(_T.size, 1.0 / (_T.size - 1))  # trapezoid weights for the mean ove
 _W[[0, -1]] *= 0.5
 
 
-def _lateral(t: np.ndarray, coef: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Lateral offset (n, 2) of a segment and its derivative in ``t``, in units of the chord.
+def _lateral(t: np.ndarray, coef: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lateral offset (n, 2) of a segment and its first two derivatives in ``t``, in chords.
 
     The envelope ``sin(pi t)**2`` times modes ``sin(k pi t)`` vanishes with its first two
     derivatives at both ends, so a segment leaves and arrives along its chord: child directions
     at a bifurcation are exactly the drawn ones.
     """
     s, c = np.sin(np.pi * t), np.cos(np.pi * t)
-    env, denv = s * s, 2.0 * np.pi * s * c
+    env = s * s
+    denv = 2.0 * np.pi * s * c
+    ddenv = 2.0 * np.pi**2 * (c * c - s * s)
     ang = np.pi * np.multiply.outer(t, _MODES)
+    k = np.pi * _MODES
     val = np.sin(ang) @ coef
-    der = (np.cos(ang) * (np.pi * _MODES)) @ coef
-    return env[:, None] * val, denv[:, None] * val + env[:, None] * der
+    der = (np.cos(ang) * k) @ coef
+    dder = -(np.sin(ang) * k * k) @ coef
+    return (
+        env[:, None] * val,
+        denv[:, None] * val + env[:, None] * der,
+        ddenv[:, None] * val + 2.0 * denv[:, None] * der + env[:, None] * dder,
+    )
+
+
+def _curvature(amp: float, der: np.ndarray, dder: np.ndarray) -> np.ndarray:
+    """Curvature times the chord of ``t d + amp * lateral(t)`` (``d`` normal to the lateral plane).
+
+    In the frame (d, u, v) the velocity is (1, amp a', amp b') and the acceleration
+    amp (0, a'', b''), so ``|x' x x''| / |x'|**3`` reduces to the expression below.
+    """
+    twist = der[:, 0] * dder[:, 1] - der[:, 1] * dder[:, 0]
+    cross = amp * np.sqrt((amp * twist) ** 2 + np.einsum("ij,ij->i", dder, dder))
+    speed2 = 1.0 + amp * amp * np.einsum("ij,ij->i", der, der)
+    return cross / speed2**1.5
+
+
+def _amplitude_cap(
+    cfg: TreeConfig, chord: float, r_start: float, r_end: float, der: np.ndarray, dder: np.ndarray
+) -> float:
+    """Largest lateral amplitude whose curve bends no tighter than ``min_bend_ratio`` radii.
+
+    The radius is taken as the larger end radius all along (a little conservative on a taper),
+    so the bound does not depend on the amplitude's own arc-length parametrisation.
+    """
+    if cfg.min_bend_ratio <= 0.0:
+        return math.inf
+    kappa_max = 1.0 / (cfg.min_bend_ratio * max(r_start, r_end))  # in 1/mm
+
+    def ok(a: float) -> bool:
+        return float(_curvature(a, der, dder).max()) <= kappa_max * chord
+
+    hi = 1.0
+    while ok(hi):  # the curvature grows without bound with the amplitude
+        hi *= 2.0
+        if hi > 1e6:
+            return math.inf
+    lo = 0.0
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+    return lo
 
 
 def _amplitude_for(tortuosity: float, q: np.ndarray) -> float:
@@ -298,26 +354,29 @@ def _draw_segment(
     spin = rng.uniform(0.0, 2.0 * np.pi)  # the lateral frame turns freely about the chord
     u, v = math.cos(spin) * u + math.sin(spin) * v, -math.sin(spin) * u + math.cos(spin) * v
 
-    _, der = _lateral(_T, coef)
+    _, der, dder = _lateral(_T, coef)
     q = np.einsum("ij,ij->i", der, der)
+    cap = _amplitude_cap(cfg, chord, r_start, r_end, der, dder)
     step = min(cfg.node_spacing_mm, cfg.node_spacing_ratio * r_end)
     goal = tau  # continuous tortuosity asked of the curve, corrected for the node polyline
     for _ in range(3):
         amp = _amplitude_for(goal, q)
+        capped = amp > cap
+        amp = min(amp, cap)
         speed = np.sqrt(1.0 + amp * amp * q)
         cum = np.concatenate([[0.0], np.cumsum(0.5 * (speed[1:] + speed[:-1]) * np.diff(_T))])
         # 2 % spare: nodes equally spaced on the fine grid's arc land a hair off the true arc
         m = max(2, math.ceil(1.02 * chord * cum[-1] / step))
         t = np.interp(np.linspace(0.0, cum[-1], m + 1)[1:], cum, _T)
         t[-1] = 1.0
-        val, _ = _lateral(t, coef)
+        val, _, _ = _lateral(t, coef)
         lateral = amp * (val[:, :1] * u + val[:, 1:] * v)
         pos = start + chord * (t[:, None] * direction + lateral)
         along = np.cumsum(np.linalg.norm(np.diff(np.vstack([start, pos]), axis=0), axis=1))
         # the chord is exact (the lateral offset vanishes at t = 1); the polyline is a little
         # shorter than the curve, so ask the curve for a little more
         miss = tau - along[-1] / chord
-        if abs(miss) < 1e-7:
+        if capped or abs(miss) < 1e-7:
             break
         goal += miss
     # radius linear in the arc length of the node polyline itself, so the truth is self-consistent
