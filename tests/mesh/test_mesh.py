@@ -576,21 +576,120 @@ def test_thin_fork_is_genus_0_wherever_the_grid_falls():
     assert min(struts) > 0
 
 
+def wiggling_siblings(offset):
+    """A fork from the 101-branch synthetic tree (seed 14): two children (0.75 and 0.54 mm)
+    leave the junction at the origin, part to a 0.38 mm gap, come back to 0.21 mm and then part
+    for good; a lone sphere at ``-4 - offset`` mm sets where the grid falls."""
+    pos = np.array(
+        [
+            [5.39, 6.19, -1.44],
+            [5.14, 5.87, -1.39],
+            [4.90, 5.54, -1.35],
+            [4.66, 5.20, -1.33],
+            [4.42, 4.87, -1.30],
+            [4.16, 4.57, -1.22],
+            [3.88, 4.30, -1.08],
+            [3.60, 4.08, -0.87],
+            [3.35, 3.89, -0.61],
+            [3.11, 3.71, -0.33],
+            [2.90, 3.52, -0.04],
+            [2.70, 3.29, 0.24],
+            [2.51, 3.02, 0.48],
+            [2.31, 2.69, 0.63],
+            [2.10, 2.34, 0.65],
+            [1.87, 2.01, 0.57],
+            [1.64, 1.71, 0.42],
+            [1.38, 1.43, 0.26],
+            [1.12, 1.16, 0.10],
+            [0.83, 0.89, -0.02],
+            [0.55, 0.60, -0.08],
+            [0.27, 0.30, -0.06],
+            [0.00, 0.00, 0.00],
+            [-0.15, -0.27, 0.18],
+            [-0.36, -0.49, 0.37],
+            [-0.62, -0.67, 0.55],
+            [-0.89, -0.84, 0.69],
+            [-1.17, -1.07, 0.76],
+            [-1.40, -1.34, 0.76],
+            [-1.59, -1.64, 0.72],
+            [-1.78, -1.95, 0.69],
+            [-1.96, -2.25, 0.74],
+            [-2.12, -2.51, 0.93],
+            [-2.19, -2.72, 1.21],
+            [-2.18, -2.92, 1.51],
+            [-2.12, -3.14, 1.78],
+            [-2.04, -3.38, 2.04],
+            [-2.00, -3.66, 2.26],
+            [-2.04, -3.95, 2.46],
+            [-2.17, -4.24, 2.64],
+            [-0.20, -0.09, -0.12],
+            [-0.39, -0.19, -0.26],
+            [-0.56, -0.29, -0.40],
+            [-0.72, -0.41, -0.56],
+            [-0.88, -0.55, -0.71],
+            [-1.05, -0.70, -0.82],
+            [-1.23, -0.85, -0.88],
+            [-1.44, -1.00, -0.89],
+            [-1.64, -1.15, -0.85],
+            [-1.84, -1.29, -0.80],
+            [-2.04, -1.43, -0.74],
+            [-2.24, -1.57, -0.69],
+            [-2.44, -1.72, -0.66],
+            [-2.64, -1.88, -0.67],
+            [-2.82, -2.03, -0.76],
+            [-2.97, -2.13, -0.93],
+            [-3.11, -2.18, -1.14],
+            [-3.23, -2.19, -1.36],
+            [-3.36, -2.16, -1.57],
+            [-3.50, -2.12, -1.78],
+            [-3.65, -2.06, -1.97],
+            [-3.82, -2.00, -2.14],
+            [-4.01, -1.94, -2.30],
+            [-4.22, -1.92, -2.45],
+            [-4.43, -1.94, -2.58],
+            [-4.64, -1.99, -2.71],
+            [-4.84, -2.08, -2.83],
+        ]
+    )
+    rad = np.repeat([0.85, 0.84, 0.75, 0.54, 0.53], [3, 20, 17, 13, 14])
+    n = len(pos)
+    edges = [(i, i + 1) for i in range(39)] + [(22, 40)] + [(i, i + 1) for i in range(40, n - 1)]
+    lone = np.round(-4.0 - np.asarray(offset), 3)
+    pos = np.vstack([pos, lone, lone + [0.0, 0.0, 0.001]])
+    return VesselGraph(pos, np.r_[rad, 0.5, 0.5], edges + [(n, n + 1)])
+
+
+def test_siblings_that_part_and_come_back_are_one_closed_crotch():
+    # a fork's closing ran from the junction to the first gap over 1.5 voxels; the second
+    # approach (0.21 mm) was left to the grid, which fused it in patches: a handle at 3 of these
+    # 48 grid placements (measured). The run now ends only where the gap has opened to 2 voxels.
+    offsets = np.r_[[np.zeros(3)], np.random.default_rng(2).uniform(0.0, 0.25, (47, 3))]
+    got = [
+        from_graph(wiggling_siblings(o), voxel_size=0.25).metadata["vesseltree"]["genus"]
+        for o in offsets
+    ]
+    assert got == [0] * len(offsets)
+
+
 @pytest.mark.slow
 def test_synthetic_trees_are_genus_0_after_stl(tmp_path):
     from vesseltree.synth import random_tree
 
     plain_genus = []
-    for seed in (0, 11, 13):
+    # 15 and 30 have a tunnel at a fork without the closing; in 14 two siblings part by 0.38 mm
+    # and come back to 0.21 mm, which was a handle while a fork's run ended at the first 1.5
+    # voxel gap (the grid fused the second approach in patches)
+    for seed in (14, 15, 30):
         g = random_tree(seed=seed, n_branches=101, preset="large")
         m = from_graph(g, voxel_size=0.25)
         st = m.metadata["vesseltree"]
         assert (st["bodies"], st["genus"]) == (1, 0), (seed, st["bodies"], st["genus"])
+        if seed == 14:
+            continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             plain = from_graph(g, voxel_size=0.25, close=0)
         plain_genus.append(plain.metadata["vesseltree"]["genus"])
-    # every one of these trees has a tunnel at a fork without the closing
     assert min(plain_genus) > 0
     rep = round_trip(m, tmp_path, expected_bodies=1, expected_genus=0)
     assert rep.ok, str(rep)

@@ -75,6 +75,9 @@ RESOLVABLE_RADIUS_VOXELS = 0.9
 CLOSE_VOXELS = 1.0
 #: gap, in voxels, past which two branches leaving one junction are left apart
 RUN_GAP_VOXELS = 1.5
+#: a fork's run ends only once the gap has opened this wide (voxels, at least twice the closing
+#: radius): where it narrows again before, the narrowing belongs to the same run
+PART_GAP_VOXELS = 2.0
 #: chord refinement splits an edge whose midpoint is farther than this (voxels) from the union:
 #: every midpoint of a face within it puts the face centroid within about 4/3 of it
 REFINE_TOL = 0.04
@@ -563,24 +566,30 @@ def _check_topology(
     warnings.warn(msg, RuntimeWarning, stacklevel=4)
 
 
-def fork_runs(graph: VesselGraph, gc: GraphCones, tau: float) -> np.ndarray:
+def fork_runs(
+    graph: VesselGraph, gc: GraphCones, tau: float, part: float | None = None
+) -> np.ndarray:
     """Where two branches that meet at a junction may have the gap between them closed.
 
     For every pair of branches incident to one junction, each branch's cones are walked from
-    the junction outward while the surface gap to the other branch (measured from the branch's
-    axis: distance of the node to the other branch's round cones minus the node's radius) is at
-    most ``tau``; the run ends with the cone that leaves that gap. Within the two runs the field
-    closes the gap between the branches (:func:`vesseltree.mesh._field.closing_of_two`), so the
-    crotch is one contiguous fillet from the junction to where the gap is wider than ``tau``,
-    which the grid separates. Past that, a later approach of the same two branches is left to
-    the grid (it is a contact, reported by :func:`close_contacts`).
+    the junction outward, measuring the surface gap to the other branch (from the branch's
+    axis: distance of the node to the other branch's round cones minus the node's radius). The
+    branches have parted where that gap first exceeds ``part`` (default ``tau``); the run is
+    every cone up to the last one before that whose gap is at most ``tau``, and it ends with the
+    cone that leaves that gap. So two siblings whose gap widens a little and then narrows again
+    (a slight wiggle of a tortuous child) are one run, not a run and a second approach that the
+    grid fuses in patches. Within the two runs the field closes the gap between the branches
+    (:func:`vesseltree.mesh._field.closing_of_two`), so the crotch is one contiguous fillet
+    from the junction to where the gap is wider than ``tau``, which the grid separates. Past
+    where they parted, a later approach of the same two branches is left to the grid (it is a
+    contact, reported by :func:`close_contacts`).
 
     Returns
     -------
     ndarray of int64
         Sorted keys ``cone * n_groups + group``: cone ``cone`` may be closed against ``group``.
     """
-    return _run_keys(gc.cones, _fork_pairs(graph, gc, tau))
+    return _run_keys(gc.cones, _fork_pairs(graph, gc, tau, part))
 
 
 def _run_keys(cones: Cones, runs: list) -> np.ndarray:
@@ -591,7 +600,7 @@ def _run_keys(cones: Cones, runs: list) -> np.ndarray:
     return np.unique(np.concatenate(keys))
 
 
-def _fork_pairs(graph: VesselGraph, gc: GraphCones, tau: float) -> list:
+def _fork_pairs(graph: VesselGraph, gc: GraphCones, tau: float, part: float | None = None) -> list:
     """(own group, own run cones, flip, other group, other branch's cones from the junction, the
     nearest of these to each run cone's junction-side end, the gap there) for every ordered
     pair of branches meeting at a junction (see :func:`fork_runs`)."""
@@ -624,7 +633,9 @@ def _fork_pairs(graph: VesselGraph, gc: GraphCones, tau: float) -> list:
                     (ga, gb, ca, fa, cb),
                     (gb, ga, cb, fb, ca),
                 ):
-                    run, near, gap = _run_from_junction(cones, c_own, f_own, c_oth, tau, ends_b)
+                    run, near, gap = _run_from_junction(
+                        cones, c_own, f_own, c_oth, tau, ends_b, part
+                    )
                     out.append((g_own, run, f_own, g_oth, c_oth, near, gap))
     return out
 
@@ -641,7 +652,9 @@ def _nearest_spheres(cones: Cones, k: np.ndarray, p: np.ndarray):
     return a + u * xi[:, None], cones.ra[k] - s * xi
 
 
-def fork_webs(graph: VesselGraph, gc: GraphCones, tau: float, width: float) -> Cones | None:
+def fork_webs(
+    graph: VesselGraph, gc: GraphCones, tau: float, width: float, part: float | None = None
+) -> Cones | None:
     """Round cones ("struts") that join two branches across the crotch of a fork.
 
     Along the run of each branch (:func:`fork_runs`), from about where its surface leaves the
@@ -655,7 +668,7 @@ def fork_webs(graph: VesselGraph, gc: GraphCones, tau: float, width: float) -> C
     the grid resolves, and fills only in patches. The field takes the struts into account where
     the fork closing acts (``FieldSpec.webs``). None where no run has a strut.
     """
-    return _fork_webs(gc.cones, _fork_pairs(graph, gc, tau), width)
+    return _fork_webs(gc.cones, _fork_pairs(graph, gc, tau, part), width)
 
 
 def _fork_webs(cones: Cones, runs: list, width: float) -> Cones | None:
@@ -715,11 +728,15 @@ def _fork_webs(cones: Cones, runs: list, width: float) -> Cones | None:
     return Cones.build(pa, pb, r, r, g_own[at])
 
 
-def _run_from_junction(cones: Cones, c_own, flip: bool, c_oth, tau: float, ends_b=None):
+def _run_from_junction(
+    cones: Cones, c_own, flip: bool, c_oth, tau: float, ends_b=None, part: float | None = None
+):
     """Cones of ``c_own`` (ordered from the junction; ``flip``: each cone's end ``b`` is the one
-    nearer the junction) from the first up to the one whose far end is more than ``tau`` from
-    the cones ``c_oth`` (inclusive); with, per cone of the run, the position in ``c_oth`` of the
-    cone nearest to its junction-side end and the surface gap there."""
+    nearer the junction) from the first up to the last one whose junction-side end is at most
+    ``tau`` from the cones ``c_oth`` before the first end more than ``part`` (default ``tau``)
+    from them; with, per cone of the run, the position in ``c_oth`` of the cone nearest to its
+    junction-side end and the surface gap there."""
+    part = tau if part is None else max(float(part), tau)
     for m in (64, len(c_own)):
         cc = c_own[:m]
         if flip:
@@ -730,9 +747,11 @@ def _run_from_junction(cones: Cones, c_own, flip: bool, c_oth, tau: float, ends_
         d = cones.sdf(np.repeat(p, len(c_oth), 0), k).reshape(len(p), len(c_oth))
         j = np.argmin(d, axis=1)
         gap = d[np.arange(len(p)), j] - r
-        over = np.flatnonzero(gap > tau)
+        over = np.flatnonzero(gap > part)
         if over.size or m >= len(c_own):
-            n = int(over[0]) if over.size else len(cc)
+            stop = int(over[0]) if over.size else len(cc)
+            near = np.flatnonzero(gap[:stop] <= tau)
+            n = int(near[-1]) + 1 if near.size else 0
             return cc[:n], j[:n], gap[:n]
     return c_own[:0], np.zeros(0, np.int64), np.zeros(0)
 
@@ -763,7 +782,8 @@ def _contour_graph(
         rho = 0.0
     keys = webs = None
     if rho > 0:
-        runs = _fork_pairs(graph, gc, RUN_GAP_VOXELS * voxel)
+        part = max(PART_GAP_VOXELS * voxel, 2.0 * rho)
+        runs = _fork_pairs(graph, gc, RUN_GAP_VOXELS * voxel, part)
         keys = _run_keys(gc.cones, runs)
         webs = _fork_webs(gc.cones, runs, rho)
         pre["web_struts"] = 0 if webs is None else len(webs)
