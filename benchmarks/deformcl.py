@@ -193,7 +193,8 @@ def main(argv=None) -> int:
         f"(config {model.metadata.get('config_name', '?')}, {model.metadata.get('steps', '?')} steps). "
         f"Torch threads: {args.threads}, on a shared 2-core machine (timings are noisy). "
         f"Gold TubeTK cases: central ROI {args.roi}. Mean over cases (HD95/ASSD/time/memory: median). "
-        "Peak MB is resident memory above the level before the call; the UNet and UNet + cascade "
+        "Peak MB is resident memory above the level before the call (near 0 where the call reuses "
+        "memory the process already holds from an earlier case); the UNet and UNet + cascade "
         "rows share one call (one UNet pass).",
         "",
     ]
