@@ -271,27 +271,25 @@ def _curvature(amp: float, der: np.ndarray, dder: np.ndarray) -> np.ndarray:
     return cross / speed2**1.5
 
 
-def _amplitude_cap(
-    cfg: TreeConfig, chord: float, r_start: float, r_end: float, der: np.ndarray, dder: np.ndarray
+def _bend_limited(
+    cfg: TreeConfig, chord: float, r_start: float, der: np.ndarray, dder: np.ndarray, amp: float
 ) -> float:
-    """Largest lateral amplitude whose curve bends no tighter than ``min_bend_ratio`` radii.
+    """``amp`` where its curve bends no tighter than ``min_bend_ratio`` radii, else a smaller
+    amplitude that does (bisection between the straight chord, which does not bend, and ``amp``).
 
-    The radius is taken as the larger end radius all along (a little conservative on a taper),
-    so the bound does not depend on the amplitude's own arc-length parametrisation.
+    The radius is the start radius all along (a little conservative on a taper), so the bound
+    does not depend on the amplitude's own arc-length parametrisation.
     """
-    if cfg.min_bend_ratio <= 0.0:
-        return math.inf
-    kappa_max = 1.0 / (cfg.min_bend_ratio * max(r_start, r_end))  # in 1/mm
+    if cfg.min_bend_ratio <= 0.0 or amp <= 0.0:
+        return amp
+    limit = chord / (cfg.min_bend_ratio * r_start)  # largest curvature times the chord
 
     def ok(a: float) -> bool:
-        return float(_curvature(a, der, dder).max()) <= kappa_max * chord
+        return float(_curvature(a, der, dder).max()) <= limit
 
-    hi = 1.0
-    while ok(hi):  # the curvature grows without bound with the amplitude
-        hi *= 2.0
-        if hi > 1e6:
-            return math.inf
-    lo = 0.0
+    if ok(amp):
+        return amp
+    lo, hi = 0.0, amp
     for _ in range(40):
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if ok(mid) else (lo, mid)
@@ -356,13 +354,12 @@ def _draw_segment(
 
     _, der, dder = _lateral(_T, coef)
     q = np.einsum("ij,ij->i", der, der)
-    cap = _amplitude_cap(cfg, chord, r_start, r_end, der, dder)
     step = min(cfg.node_spacing_mm, cfg.node_spacing_ratio * r_end)
     goal = tau  # continuous tortuosity asked of the curve, corrected for the node polyline
     for _ in range(3):
-        amp = _amplitude_for(goal, q)
-        capped = amp > cap
-        amp = min(amp, cap)
+        wanted = _amplitude_for(goal, q)
+        amp = _bend_limited(cfg, chord, r_start, der, dder, wanted)
+        capped = amp < wanted
         speed = np.sqrt(1.0 + amp * amp * q)
         cum = np.concatenate([[0.0], np.cumsum(0.5 * (speed[1:] + speed[:-1]) * np.diff(_T))])
         # 2 % spare: nodes equally spaced on the fine grid's arc land a hair off the true arc
