@@ -120,7 +120,8 @@ def run_demo(
 
     # 2. graph -> printable surface
     t0 = time.perf_counter()
-    # 0.2 mm resolves the thinnest sample vessel (r 0.35 mm) and keeps the demo quick
+    # 0.2 mm resolves the thinnest sample vessel (r 0.35 mm) and keeps the demo quick; a tip
+    # whose last cross-section lies in the end cap is thinner, and is thickened (logged)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         surface = mesh.from_graph(graph, voxel_size=0.2)
