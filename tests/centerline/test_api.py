@@ -176,6 +176,21 @@ def test_label_map_keeps_touching_labels_apart(touching):
     assert "label" not in fused.node_data
 
 
+def test_label_map_stored_as_floats(touching):
+    # nibabel's get_fdata() returns a label map as float64: whole numbers beyond 1 are labels
+    _, lab, _ = touching
+    want = extract(lab)
+    data = np.asarray(lab.data)
+    for dtype in (np.float64, np.float32):
+        got = extract(Volume(data.astype(dtype), lab.affine))
+        np.testing.assert_array_equal(got.positions, want.positions)
+        np.testing.assert_array_equal(got.node_data["label"], want.node_data["label"])
+    one = extract(Volume((data == 2).astype(np.float32), lab.affine), label=1)
+    assert np.allclose(one.positions, extract(lab, label=2).positions)
+    with pytest.raises(InvalidInputError, match="rescale it"):
+        extract(Volume(data * 0.75, lab.affine))  # 0.75 / 1.5: neither probabilities nor labels
+
+
 def test_per_label_and_label_selection(touching, tmp_path):
     truth, lab, _ = touching
     per = extract(lab, per_label=True)
@@ -277,7 +292,7 @@ def test_bad_inputs_are_clear_errors(tmp_path):
     with pytest.raises(InvalidInputError, match=r"NaN or inf .*voxel \(3, 4, 5\)"):
         extract(nan, spacing=1.0)
     with pytest.raises(InvalidInputError, match="as integers"):
-        extract(cube + 2.0, spacing=1.0)
+        extract(cube - 2.0, spacing=1.0)  # whole numbers beyond 1 are labels, negative ones not
     with pytest.raises(InvalidInputError, match="rescale"):
         extract(cube + 1.5, spacing=1.0)
     with pytest.raises(InvalidInputError, match="3D"):

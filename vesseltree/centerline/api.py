@@ -131,6 +131,11 @@ def _config(threshold, overrides: Mapping) -> dict:
     return cfg
 
 
+def _whole(data: np.ndarray) -> bool:
+    """Whether a float array holds only whole numbers (checked slab by slab, no full copy)."""
+    return all(bool(np.all(np.mod(slab, 1.0) == 0)) for slab in data)
+
+
 def _kind(data: np.ndarray, label, per_label: bool, name: str) -> str:
     """The kind of data: "mask", "labels" or "probability", with the checks each needs."""
     if data.dtype == bool:
@@ -156,8 +161,12 @@ def _kind(data: np.ndarray, label, per_label: bool, name: str) -> str:
             "(e.g. np.nan_to_num) before extracting"
         )
     lo, hi = (float(data.min()), float(data.max())) if data.size else (0.0, 0.0)
+    if lo >= 0 and (hi > 1 or label is not None or per_label) and _whole(data):
+        # a label map stored as floats (nibabel's get_fdata() returns float64): whole numbers
+        # beyond 1 cannot be probabilities
+        return "labels"
     if lo < -1e-6 or hi > 1 + 1e-6:
-        whole = bool(np.all(data == np.round(data)))
+        whole = _whole(data)
         raise InvalidInputError(
             f"{name} is floating point, so it is read as a probability map in [0, 1], but its values "
             f"span [{lo:.4g}, {hi:.4g}]; "
@@ -404,7 +413,9 @@ def extract(
     ----------
     source : path, Volume, nibabel image, ndarray or torch.Tensor
         See :func:`load_source`. Its values decide what it is: ``bool`` (or integer 0/1) is a
-        mask; integers beyond {0, 1} are a label map; floats in [0, 1] are a probability map.
+        mask; integers beyond {0, 1} are a label map, and so are floats holding only whole
+        numbers beyond 1 (nibabel's ``get_fdata()`` returns label maps as float64); other floats
+        in [0, 1] are a probability map (0.0 / 1.0 only: a mask).
     label : int, str or list of them, optional
         Labels of a label map to extract, by id or by name (names need ``labels`` or
         ``labels_json``, or a ``meta["labels"]`` mapping on the Volume). None: every non-zero label.
@@ -516,7 +527,14 @@ def extract(
         return g
 
     names = _names(labels, labels_json, vol)
-    int_data = data.astype(np.uint8) if data.dtype == bool else data
+    if data.dtype == bool:
+        int_data = data.astype(np.uint8)
+    elif data.dtype.kind == "f":  # whole numbers (see _kind)
+        top = float(data.max()) if data.size else 0.0
+        int_data = data.astype(np.uint16 if top < 1 << 16 else np.int64)
+        vol = Volume(int_data, vol.affine, meta=vol.meta)
+    else:
+        int_data = data
     boxes = None
     if data.size and int(int_data.max()) < 1 << 20:
         # the bounding boxes of every label in one pass (find_objects indexes labels 1..max),
