@@ -161,12 +161,13 @@ def _kind(data: np.ndarray, label, per_label: bool, name: str) -> str:
             "(e.g. np.nan_to_num) before extracting"
         )
     lo, hi = (float(data.min()), float(data.max())) if data.size else (0.0, 0.0)
-    if lo >= 0 and (hi > 1 or label is not None or per_label) and _whole(data):
+    out_of_range = lo < -1e-6 or hi > 1 + 1e-6
+    whole = (out_of_range or label is not None or per_label) and _whole(data)
+    if whole and lo >= 0:
         # a label map stored as floats (nibabel's get_fdata() returns float64): whole numbers
         # beyond 1 cannot be probabilities
         return "labels"
-    if lo < -1e-6 or hi > 1 + 1e-6:
-        whole = _whole(data)
+    if out_of_range:
         raise InvalidInputError(
             f"{name} is floating point, so it is read as a probability map in [0, 1], but its values "
             f"span [{lo:.4g}, {hi:.4g}]; "
