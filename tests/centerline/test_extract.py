@@ -233,10 +233,45 @@ def test_vessel_leaving_the_volume_runs_to_its_edge():
     cut = extract_graph(vol, extend_to_border=False)
     short = np.sort(cut.positions[cut.endpoints][:, 0])
     assert short[0] > 3.0 and short[1] < 59 * 0.8 - 3.0
-    # a tube that ends inside the grid keeps its tips a radius short of its ends
+    # a tube that ends inside the grid keeps its tips a radius short of its flat ends (0.5
+    # crossings at z = 7.6 and 39.6 mm), where the ball of its 6 mm radius reaches them
     inside = tube & (z >= 10) & (z < 50)
     g = extract_graph(Volume(inside, spacing=(0.8, 0.5, 0.5)))
     assert g.meta["tips_extended"] == 0
+    assert np.allclose(np.sort(g.positions[g.endpoints][:, 0]), [13.6, 33.6], atol=0.15)
+
+
+def _tip_errors(synth, **kw):
+    """Signed distance (mm, + short) from each tip of straight capsules to its cap's centre."""
+    errors = []
+    for r in (1.0, 2.0):
+        for k, d in enumerate([(0, 0, 1), (1, 0.2, 0.1), (0.3, 1, 0.5), (0.5, 0.5, 0.7071)]):
+            truth = synth.cylinder(30.0, r, start=(0.13 * k, 0.07, 0.31), direction=d)
+            g = extract_graph(synth.voxelize(truth, spacing=0.5, margin_mm=5.0), **kw)
+            u = np.asarray(d, float) / np.linalg.norm(d)
+            s = (g.positions - truth.positions[0]) @ u
+            errors += [s.min(), 30.0 - s.max()]
+    return np.asarray(errors)
+
+
+def test_tips_sit_where_their_ball_reaches_the_end_of_the_lumen(synth):
+    # a capsule's centerline ends at the centres of its round end caps; thinning stopped anywhere
+    # from the pole (a radius beyond) to 1.5 mm short, depending on how the cap fell on the grid
+    err = _tip_errors(synth)
+    assert np.abs(err).max() < 0.3 and np.median(np.abs(err)) < 0.15
+    raw = _tip_errors(synth, seat_tips=False)
+    assert np.abs(raw).max() > 1.0
+
+
+def test_a_short_blob_keeps_both_tips_seated(synth):
+    # a 2 mm long capsule of radius 2 mm: each tip is seated from its own end and gives up at
+    # most half of the branch, so the blob keeps a centerline between its cap centres
+    truth = synth.cylinder(2.0, 2.0, start=(0.1, 0.2, 0.3), direction=(1, 0.3, 0.2))
+    g = extract_graph(synth.voxelize(truth, spacing=0.5))
+    u = np.array([1, 0.3, 0.2]) / np.linalg.norm([1, 0.3, 0.2])
+    s = (g.positions - truth.positions[0]) @ u
+    assert g.meta["tips_seated"] == 2 and len(g.endpoints) == 2
+    assert abs(s.min()) < 0.2 and abs(s.max() - 2.0) < 0.2
 
 
 def _symmetric_distance(a, b):

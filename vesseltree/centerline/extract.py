@@ -11,8 +11,10 @@ Pipeline (each step in its own module):
 5. :mod:`.refine` resample each branch, centre every node on its cross-section (rays in the plane
    normal to the branch through the trilinear mask), radius from the cross-section area,
    smoothing along branches, junctions placed where the branch axes meet, each branch straight
-   from its junction to where it leaves the other branches' tubes (tips are extended to the end
-   of the lumen only with ``extend_tips=True``, or where the vessel runs out of the volume).
+   from its junction to where it leaves the other branches' tubes;
+6. :mod:`.tips` every free tip seated where its ball reaches the end of the lumen (a radius short
+   of it); a vessel that runs out of the volume runs on to its edge (and with
+   ``extend_tips=True`` every tip to the end of its lumen).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from .refine import (
     two_lobes,
 )
 from .skeleton import BoundaryTree, skeletonize_components
+from .tips import extend_tips, seat_tips
 
 __all__ = ["ExtractionConfig", "extract_graph"]
 
@@ -116,11 +119,17 @@ class ExtractionConfig:
         flagged ``touching`` too (two lumens fused side by side). Either rule must hold on two
         neighbouring nodes.
     extend_tips : bool
-        Extend each free tip along its direction to where the lumen ends. Off by default: thinning
-        stops about one radius short of the end, so the tip's ball (radius = its radius) reaches
-        the end, which is where VMTK's centerlines and the TubeTK experts stop too (measured:
-        extension lowered F1@0.5 on TubeTK, 0.969 -> 0.967, and F1@1 on the VMTK aorta,
-        0.90 -> 0.86); surfaces from the graph still reach the lumen's end.
+        Extend each free tip along its direction to where the lumen ends. Off by default: a tip
+        belongs a radius short of the end, where its ball (radius = its radius) reaches it
+        (``seat_tips``), which is where VMTK's centerlines and the TubeTK experts stop too
+        (measured: extension lowered F1@0.5 on TubeTK, 0.969 -> 0.967, and F1@1 on the VMTK
+        aorta, 0.90 -> 0.86); surfaces from the graph still reach the lumen's end.
+    seat_tips : bool
+        Put every free tip where its ball reaches the end of the lumen
+        (:func:`~vesseltree.centerline.tips.seat_tips`): thinning ends a vessel anywhere from the
+        centre of a rounded end cap to its pole or its rim, depending on the grid (up to a radius
+        either way); seated, a tip lies within about a quarter voxel of the cap's centre. Skipped
+        with ``extend_tips``.
     extend_to_border : bool
         Extend a free tip whose lumen runs on to the edge of the volume, to that edge: the vessel
         leaves the field of view there rather than ending, so its centerline runs to the border
@@ -168,6 +177,7 @@ class ExtractionConfig:
     touching_rays: int = 2
     touching_elongation: float = 2.0
     extend_tips: bool = False
+    seat_tips: bool = True
     extend_to_border: bool = True
     curvature_correction: bool = True
     place_junctions: bool = True
@@ -600,9 +610,25 @@ def extract_graph(
                 positions[v] = positions[nb].mean(0)
                 radii[v] = radii[nb].mean()
 
+    seated = 0
+    if cfg.seat_tips and not cfg.extend_tips:
+        positions, radii, r_ins, touching, branch, edges, seated = seat_tips(
+            positions,
+            radii,
+            r_ins,
+            touching,
+            branch,
+            edges,
+            sampler,
+            h,
+            ray_kw,
+            float(spacing_mm.min()),
+        )
+        if seated:
+            deg = np.bincount(edges.ravel(), minlength=len(positions))
     extended = 0
     if cfg.extend_tips or cfg.extend_to_border:
-        positions, radii, r_ins, touching, branch, edges, extended = _extend_tips(
+        positions, radii, r_ins, touching, branch, edges, extended = extend_tips(
             positions,
             radii,
             r_ins,
@@ -634,6 +660,7 @@ def extract_graph(
         "loops_cut": len(cuts),
         "loop_cuts": cuts[:500],
         "crumbs_dropped": int(crumbs),
+        "tips_seated": int(seated),
         "tips_extended": int(extended),
         "nodes_in_lobes": int(lobed.sum()),
         "side_by_side_split": sides[:500],
@@ -822,76 +849,3 @@ def _split_side_by_side(
     deg = np.concatenate([deg, np.full(k, 2, deg.dtype)])
     pairs = np.array([(j, new) for j, *_, new in new_nodes], np.int64)
     return positions, radii, r_ins, touching, branch, edges, deg, splits, pairs
-
-
-def _extend_tips(
-    positions, radii, r_ins, touching, branch, edges, deg, sampler, h, ray_kw, border_only=False
-):
-    """Prolong every free tip along its direction to where the lumen ends; with ``border_only``,
-    only the tips whose lumen ends at the edge of the grid (the vessel leaves the volume)."""
-    n = len(positions)
-    tips = np.flatnonzero(deg == 1)
-    if tips.size == 0:
-        return positions, radii, r_ins, touching, branch, edges, 0
-    # the neighbour of each tip
-    nb = np.full(n, -1, np.int64)
-    for a, b in edges:
-        if deg[a] == 1:
-            nb[a] = b
-        if deg[b] == 1:
-            nb[b] = a
-    d = positions[tips] - positions[nb[tips]]
-    d /= np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
-    reach = ray_kw["reach"] * r_ins[tips] + ray_kw["reach_mm"]
-    if border_only:
-        # a tip is about a radius short of the end; the border may lie a little farther
-        reach = reach + 2.0 * h
-    step = ray_kw["step_mm"] * 0.5
-    n_steps = int(np.ceil(reach.max() / step))
-    rhos = step * np.arange(1, n_steps + 1)
-    vals = sampler(positions[tips][:, None, :] + d[:, None, :] * rhos[None, :, None])
-    below = (vals < 0.5) | (rhos[None, :] > reach[:, None])
-    below[:, -1] = True
-    j = np.argmax(below, axis=1)
-    # the last inside sample, plus the linear guess to the 0.5 crossing
-    f_in = np.where(j > 0, vals[np.arange(len(tips)), np.maximum(j - 1, 0)], 1.0)
-    f_out = vals[np.arange(len(tips)), j]
-    frac = np.clip((f_in - 0.5) / np.maximum(f_in - f_out, 1e-6), 0, 1)
-    ext = np.where(j > 0, rhos[np.maximum(j - 1, 0)], 0.0) + frac * step
-    if border_only:
-        # the lumen ends at the grid's edge where the 0.5 crossing lies beyond the outermost
-        # voxel centres (outside the grid the field reads 0)
-        at_edge = sampler.beyond_centres(positions[tips] + d * ext[:, None]) & (j > 0)
-        ext = np.where(at_edge, ext, 0.0)
-    new_pos, new_r, new_ri, new_t, new_b, new_e = [], [], [], [], [], []
-    count = n
-    done = 0
-    for t_i, tip in enumerate(tips):
-        e = ext[t_i]
-        if e < 0.25 * h:
-            continue
-        k = max(1, int(round(e / h)))
-        # the old tip becomes interior; k new nodes end at the lumen's end
-        offs = e * np.arange(1, k + 1) / k
-        pts = positions[tip] + d[t_i] * offs[:, None]
-        ids = np.arange(count, count + k)
-        chain = np.concatenate([[tip], ids])
-        new_pos.append(pts)
-        new_r.append(np.full(k, radii[tip]))
-        new_ri.append(np.full(k, r_ins[tip]))
-        new_t.append(np.zeros(k, bool))
-        new_b.append(np.full(k, branch[nb[tip]]))
-        new_e.append(np.stack([chain[:-1], chain[1:]], axis=1))
-        count += k
-        done += 1
-    if not done:
-        return positions, radii, r_ins, touching, branch, edges, 0
-    return (
-        np.concatenate([positions, *new_pos]),
-        np.concatenate([radii, *new_r]),
-        np.concatenate([r_ins, *new_ri]),
-        np.concatenate([touching, *new_t]),
-        np.concatenate([branch, *new_b]),
-        np.concatenate([edges, *new_e]),
-        done,
-    )

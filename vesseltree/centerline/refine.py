@@ -79,9 +79,11 @@ class Sampler:
 
     def beyond_centres(self, xyz: np.ndarray) -> np.ndarray:
         """Whether each world point (..., 3) lies beyond the outermost voxel centres of the grid
-        along some axis (where the field fades to the 0 outside it)."""
+        along some axis (where the field fades to the 0 outside it). A point on the outermost
+        centres' plane (to 1e-6 voxel) is not beyond it, whatever the rounding of the affine
+        (a vessel that lies in the first slice ends there without leaving the volume)."""
         v = np.asarray(xyz, np.float64) @ self.lin.T.astype(np.float64) + self.off
-        return np.any((v < 0.0) | (v > self.shape - 1.0), axis=-1)
+        return np.any((v < -1e-6) | (v > self.shape - 1.0 + 1e-6), axis=-1)
 
     def __call__(self, xyz: np.ndarray) -> np.ndarray:
         """Values (...,) float32 at world points (..., 3)."""
