@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
-from vesseltree import Volume, synth
+from vesseltree import VesselGraph, Volume, synth
 from vesseltree.centerline import extract
 from vesseltree.metrics import centerline_scores
 from vesseltree.metrics.graph_match import graph_keypoints, match_keypoints
@@ -103,6 +103,81 @@ def test_loop_across_labels_is_kept():
     assert g.n_components == 1
     assert g.n_cycles == 1  # the loop through both labels
     assert len(g.meta["label_joins"]) == 2
+
+
+def _circle_of_willis():
+    """A circle of Willis with exact truth, its nodes labelled as in TopCoW.
+
+    The ring ACom - A1 - ICA - PCom - P1 - basilar tip - P1 - PCom - ICA - A1 is fed by both ICAs
+    and the basilar artery, and the MCAs, A2s and P2s leave it. Labels: 1 BA, 2/3 PCA (right /
+    left, P1 and P2), 4/6 ICA, 5/7 MCA, 8/9 PCom, 10 ACom, 11/12 ACA (A1 and A2); a node where
+    segments meet takes the label of the first segment listed that reaches it.
+    """
+    right = {
+        "ica": (-9.0, 4.0, -20.0),
+        "t": (-8.0, 6.0, 0.0),
+        "mca": (-25.0, 8.0, 2.0),
+        "a1": (-2.0, 12.0, 0.0),
+        "a2": (-2.0, 25.0, 10.0),
+        "p1": (-6.0, -8.0, 0.0),
+        "p2": (-20.0, -20.0, 3.0),
+    }
+    at = {("R", k): np.array(v) for k, v in right.items()}
+    at |= {("L", k): np.array(v) * [-1, 1, 1] for k, v in right.items()}
+    at["ba"], at["tip"] = np.array([0.0, -10.0, -25.0]), np.array([0.0, -10.0, 0.0])
+    segments = [("ba", "tip", 1.5, 1)]
+    for side, (pca, ica, mca, pcom, aca) in {"R": (2, 4, 5, 8, 11), "L": (3, 6, 7, 9, 12)}.items():
+        segments += [
+            ((side, "ica"), (side, "t"), 2.0, ica),
+            ((side, "t"), (side, "mca"), 1.4, mca),
+            (("tip"), (side, "p1"), 1.1, pca),
+            ((side, "p1"), (side, "p2"), 1.0, pca),
+            ((side, "t"), (side, "p1"), 0.6, pcom),
+            ((side, "t"), (side, "a1"), 1.0, aca),
+            ((side, "a1"), (side, "a2"), 0.9, aca),
+        ]
+    segments.append((("R", "a1"), ("L", "a1"), 0.7, 10))
+    index = {k: i for i, k in enumerate(at)}
+    pos = [at[k] for k in at]
+    rad = [0.0] * len(pos)
+    label = [0] * len(pos)
+    edges = []
+    for a, b, r, lab in segments:
+        n = int(np.linalg.norm(at[b] - at[a]) / 0.5)
+        chain = [index[a]]
+        for t in np.linspace(0.0, 1.0, n + 1)[1:-1]:
+            pos.append((1 - t) * at[a] + t * at[b])
+            rad.append(r)
+            label.append(lab)
+            chain.append(len(pos) - 1)
+        chain.append(index[b])
+        for end in (index[a], index[b]):
+            rad[end] = max(rad[end], r)
+            label[end] = label[end] or lab
+        edges += list(zip(chain[:-1], chain[1:]))
+    truth = VesselGraph(np.array(pos), np.array(rad), np.array(edges))
+    return truth, np.array(label, np.int16)
+
+
+def test_circle_of_willis_label_map_keeps_its_ring():
+    # twelve labels meeting at eight places, four of them at each ICA terminus: joined, the ring
+    # through seven labels is kept as the one real cycle, and the graph is the binary mask's
+    truth, node_label = _circle_of_willis()
+    vol = synth.voxelize(truth, spacing=0.35)
+    g = extract(_label_map(vol, node_label, truth))
+    whole = extract(vol)
+    assert sorted(np.unique(g.node_data["label"]).tolist()) == list(range(1, 13))
+    assert g.n_components == 1 and g.n_cycles == 1
+    assert g.n_nodes == whole.n_nodes and np.allclose(g.positions, whole.positions, atol=1e-6)
+    keys = match_keypoints(graph_keypoints(g), graph_keypoints(truth), tolerance_mm=2.0)
+    assert keys["junction_f1"] == 1.0 and keys["endpoint_f1"] == 1.0
+    # every tip at its cap's centre (the truth's end), within a voxel
+    tips = cKDTree(g.positions[g.endpoints]).query(truth.positions[truth.endpoints])[0]
+    assert tips.max() < 0.5
+    assert centerline_scores(g, truth, tolerances=(0.5,))["f1@0.5"] >= 0.97
+    # each node lies in its own artery: labels agree with the truth's nearest node
+    near = cKDTree(truth.positions).query(g.positions)[1]
+    assert np.mean(g.node_data["label"] == node_label[near]) >= 0.95
 
 
 def test_labels_side_by_side_stay_apart():
