@@ -263,6 +263,20 @@ def test_tips_sit_where_their_ball_reaches_the_end_of_the_lumen(synth):
     assert np.abs(raw).max() > 1.0
 
 
+def test_seating_a_graph_afterwards_gives_the_seated_graph(synth):
+    from vesseltree.centerline.extract import seat_graph_tips
+
+    truth = synth.cylinder(20.0, 2.0, start=(0.1, 0.2, 0.3), direction=(1, 0.2, 0.1))
+    vol = synth.voxelize(truth, spacing=0.5)
+    seated = extract_graph(vol)
+    raw = extract_graph(vol, seat_tips=False)
+    later = seat_graph_tips(raw, vol)
+    assert seated.meta["tips_seated"] == later.meta["tips_seated"] == 2
+    assert later.n_nodes == seated.n_nodes
+    assert np.allclose(later.positions, seated.positions) and np.allclose(later.radii, seated.radii)
+    assert seat_graph_tips(raw, vol, seat_tips=False) is raw
+
+
 def test_a_short_blob_keeps_both_tips_seated(synth):
     # a 2 mm long capsule of radius 2 mm: each tip is seated from its own end and gives up at
     # most half of the branch, so the blob keeps a centerline between its cap centres

@@ -50,7 +50,7 @@ from .refine import (
 from .skeleton import BoundaryTree, skeletonize_components
 from .tips import extend_tips, seat_tips
 
-__all__ = ["ExtractionConfig", "extract_graph"]
+__all__ = ["ExtractionConfig", "extract_graph", "seat_graph_tips"]
 
 log = logging.getLogger(__name__)
 
@@ -676,6 +676,49 @@ def extract_graph(
         node_data={"radius_inscribed": r_ins, "touching": touching, "branch": branch},
         affine=out_affine,
         meta=meta,
+    )
+
+
+def seat_graph_tips(graph: VesselGraph, mask: Volume, **overrides) -> VesselGraph:
+    """Seat the tips of a graph that :func:`extract_graph` made from ``mask`` with
+    ``seat_tips=False``, as ``seat_tips=True`` would have (the same settings in ``overrides``).
+
+    The labels of a label map are first extracted unseated, because their joins were measured
+    that way; a label that joins no other is seated afterwards, without a second extraction.
+    """
+    cfg = replace(ExtractionConfig(), **overrides)
+    if graph.n_nodes == 0 or not cfg.seat_tips or cfg.extend_tips:
+        return graph
+    affine = np.asarray(mask.affine, np.float64)
+    spacing_mm = np.linalg.norm(affine[:3, :3], axis=0)
+    data = np.asarray(mask.data)
+    h = cfg.node_spacing * float(np.mean(spacing_mm))
+    step = 0.5 * float(spacing_mm.min())
+    nd = graph.node_data
+    r_ins = np.asarray(nd.get("radius_inscribed", graph.radii), np.float64)
+    touching = np.asarray(nd.get("touching", np.zeros(graph.n_nodes, bool)), bool)
+    branch = np.asarray(nd.get("branch", np.full(graph.n_nodes, -1)), np.int64)
+    positions, radii, r_ins, touching, branch, edges, seated = seat_tips(
+        graph.positions,
+        graph.radii,
+        r_ins,
+        touching,
+        branch,
+        graph.edges,
+        Sampler(binarize(data, threshold=cfg.threshold), affine),
+        h,
+        {"step_mm": step},
+        float(spacing_mm.min()),
+    )
+    if not seated:
+        return graph
+    return VesselGraph(
+        positions,
+        radii,
+        edges,
+        node_data={"radius_inscribed": r_ins, "touching": touching, "branch": branch},
+        affine=graph.affine,
+        meta={**graph.meta, "tips_seated": int(seated)},
     )
 
 
