@@ -264,7 +264,7 @@ def test_tips_sit_where_their_ball_reaches_the_end_of_the_lumen(synth):
 
 
 def test_seating_a_graph_afterwards_gives_the_seated_graph(synth):
-    from vesseltree.centerline.extract import seat_graph_tips
+    from vesseltree.centerline import seat_graph_tips
 
     truth = synth.cylinder(20.0, 2.0, start=(0.1, 0.2, 0.3), direction=(1, 0.2, 0.1))
     vol = synth.voxelize(truth, spacing=0.5)
@@ -275,6 +275,10 @@ def test_seating_a_graph_afterwards_gives_the_seated_graph(synth):
     assert later.n_nodes == seated.n_nodes
     assert np.allclose(later.positions, seated.positions) and np.allclose(later.radii, seated.radii)
     assert seat_graph_tips(raw, vol, seat_tips=False) is raw
+    with pytest.raises(InvalidInputError, match="VesselGraph"):
+        seat_graph_tips(raw.positions, vol)
+    with pytest.raises(InvalidInputError, match="unknown seat_graph_tips options"):
+        seat_graph_tips(raw, vol, seat=True)
 
 
 def test_a_short_blob_keeps_both_tips_seated(synth):

@@ -4,8 +4,9 @@
 with any affine) into a :class:`~vesseltree.VesselGraph` in world millimetres: clean-up by physical
 size, per-component thinning, a branch graph with junction clusters collapsed, spur pruning and
 noise-loop cutting relative to the local radius, and sub-voxel refinement of every node on its
-cross-section, with the radius taken from the cross-section area. :class:`ExtractionConfig` holds
-the settings.
+cross-section, with the radius taken from the cross-section area, and every free tip seated where
+its ball reaches the end of the lumen (:func:`seat_graph_tips` does that to any centerline of a
+mask). :class:`ExtractionConfig` holds the settings.
 
 :func:`extract` (also ``vesseltree.extract``) is the front door: any source (file, Volume,
 nibabel image, array, tensor), masks, label maps and probability maps, an optional backbone,
@@ -17,12 +18,13 @@ centerlines joined where a vessel runs on from one label into the next
 from __future__ import annotations
 
 from .api import extract, load_source, to_forest
-from .extract import ExtractionConfig, extract_graph
+from .extract import ExtractionConfig, extract_graph, seat_graph_tips
 from .table import branch_table
 
 __all__ = [
     "ExtractionConfig",
     "extract_graph",
+    "seat_graph_tips",
     "extract",
     "load_source",
     "to_forest",

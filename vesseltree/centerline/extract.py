@@ -680,13 +680,43 @@ def extract_graph(
 
 
 def seat_graph_tips(graph: VesselGraph, mask: Volume, **overrides) -> VesselGraph:
-    """Seat the tips of a graph that :func:`extract_graph` made from ``mask`` with
-    ``seat_tips=False``, as ``seat_tips=True`` would have (the same settings in ``overrides``).
+    """Seat every free tip of a centerline graph of ``mask`` where its ball reaches the end of
+    the lumen (:func:`~vesseltree.centerline.tips.seat_tips`).
 
-    The labels of a label map are first extracted unseated, because their joins were measured
-    that way; a label that joins no other is seated afterwards, without a second extraction.
+    For a graph that :func:`extract_graph` made with ``seat_tips=False`` this gives what
+    ``seat_tips=True`` would have (pass the same settings as ``overrides``); it also seats the
+    tips of any other centerline of the mask whose ``radii`` are the vessel's radii in mm (a
+    graph from another tool, for one). The labels of a label map are first extracted unseated,
+    because their joins were measured that way; a label that joins no other is seated
+    afterwards with this, without a second extraction.
+
+    Parameters
+    ----------
+    graph : VesselGraph
+        Centerline in world mm; ``node_data`` ``radius_inscribed``, ``touching`` and ``branch``
+        are carried along where present.
+    mask : Volume
+        The mask (or probability map) it was extracted from, with its affine.
+    **overrides
+        :class:`ExtractionConfig` fields (``node_spacing``, ``threshold``, ``seat_tips``, ...).
+
+    Returns
+    -------
+    VesselGraph
+        The seated graph (``meta["tips_seated"]`` counts the tips moved), or ``graph`` itself
+        where no tip moved or seating is off.
     """
+    if not isinstance(graph, VesselGraph):
+        raise InvalidInputError(f"graph must be a VesselGraph, got {describe(graph)}")
+    unknown = set(overrides) - {f.name for f in fields(ExtractionConfig)}
+    if unknown:
+        raise InvalidInputError(
+            f"unknown seat_graph_tips options {sorted(unknown)}; see ExtractionConfig"
+        )
     cfg = replace(ExtractionConfig(), **overrides)
+    mask = as_volume(mask, name="mask")
+    if mask.data.ndim != 3:
+        raise InvalidInputError(f"mask must be 3D, got shape {mask.data.shape}")
     if graph.n_nodes == 0 or not cfg.seat_tips or cfg.extend_tips:
         return graph
     affine = np.asarray(mask.affine, np.float64)
