@@ -756,6 +756,36 @@ def _run_from_junction(
     return c_own[:0], np.zeros(0, np.int64), np.zeros(0)
 
 
+def _seam_pairs(graph: VesselGraph, cones: Cones, reach: float):
+    """The bodies (connected components) to keep apart: per cone, its body where that body passes
+    within ``reach`` of another one that it does not truly overlap anywhere (else -1), and the
+    keys ``lo * n + hi`` of those pairs (``n`` the number of bodies); (None, None) where there
+    is none."""
+    labels = graph.component_labels
+    # the body of each group of cones: a branch, then the isolated nodes (see graph_cones)
+    comp = np.concatenate(
+        [
+            labels[[int(p[0]) for p in graph.branches]].astype(np.int64),
+            labels[np.flatnonzero(graph.degrees == 0)].astype(np.int64),
+        ]
+    )
+    near = close_contacts(graph, cones, reach)
+    n_b = graph.n_components
+
+    def keys(rows):
+        a, b = comp[rows[:, 4].astype(np.int64)], comp[rows[:, 5].astype(np.int64)]
+        return np.unique((np.minimum(a, b) * n_b + np.maximum(a, b))[a != b])
+
+    seam = np.setdiff1d(keys(near), keys(near[near[:, 3] < 0]))
+    if seam.size == 0:
+        return None, None
+    members = np.zeros(n_b, bool)
+    members[seam // n_b] = True
+    members[seam % n_b] = True
+    body = np.where(members[comp], comp, -1)[cones.group]
+    return body, seam
+
+
 def _contour_graph(
     graph,
     gc: GraphCones,
@@ -788,6 +818,13 @@ def _contour_graph(
         webs = _fork_webs(gc.cones, runs, rho)
         pre["web_struts"] = 0 if webs is None else len(webs)
         pre["t_fork_runs"] = time.perf_counter() - t0
+    body = body_keys = None
+    if graph is not None and graph.n_components > 1:
+        # one body per connected component, except where two truly overlap: bodies that pass
+        # closer than the grid resolves without overlapping are kept apart by a seam
+        t1 = time.perf_counter()
+        body, body_keys = _seam_pairs(graph, gc.cones, 2.0 * voxel)
+        pre["t_apart"] = time.perf_counter() - t1
     spec = FieldSpec(
         cones=gc.cones,
         voxel=voxel,
@@ -798,6 +835,9 @@ def _contour_graph(
         close=rho,
         close_keys=keys,
         webs=webs,
+        apart=body,
+        apart_keys=body_keys,
+        apart_n=graph.n_components if graph is not None else 0,
     )
     verts, faces, stats = contour(spec)
     stats.update(pre)
