@@ -610,37 +610,18 @@ def extract_graph(
                 positions[v] = positions[nb].mean(0)
                 radii[v] = radii[nb].mean()
 
-    seated = 0
+    # the node arrays and edges that tip seating and extension rewrite
+    nodes = (positions, radii, r_ins, touching, branch, edges)
+    seated = extended = 0
     if cfg.seat_tips and not cfg.extend_tips:
-        positions, radii, r_ins, touching, branch, edges, seated = seat_tips(
-            positions,
-            radii,
-            r_ins,
-            touching,
-            branch,
-            edges,
-            sampler,
-            h,
-            ray_kw,
-            float(spacing_mm.min()),
-        )
+        *nodes, seated = seat_tips(*nodes, sampler, h, ray_kw, float(spacing_mm.min()))
         if seated:
-            deg = np.bincount(edges.ravel(), minlength=len(positions))
-    extended = 0
+            deg = np.bincount(nodes[-1].ravel(), minlength=len(nodes[0]))
     if cfg.extend_tips or cfg.extend_to_border:
-        positions, radii, r_ins, touching, branch, edges, extended = extend_tips(
-            positions,
-            radii,
-            r_ins,
-            touching,
-            branch,
-            edges,
-            deg,
-            sampler,
-            h,
-            ray_kw,
-            border_only=not cfg.extend_tips,
+        *nodes, extended = extend_tips(
+            *nodes, deg, sampler, h, ray_kw, border_only=not cfg.extend_tips
         )
+    positions, radii, r_ins, touching, branch, edges = nodes
 
     t_end = time.perf_counter()
     timing = {
