@@ -60,21 +60,29 @@ def _chain(tip: int, indptr: list, indices: list, deg: list, max_nodes: int) -> 
     return chain
 
 
-def _lumen_ends(sampler, starts, dirs, reach, step):
-    """Distance from each start (T, 3) along its unit direction to the 0.5 crossing of the field;
-    NaN where the field stays above 0.5 up to ``reach`` (T,) or the crossing lies beyond the
-    grid's outermost voxel centres (the vessel leaves the volume there)."""
+def _crossings(sampler, starts, dirs, reach, step):
+    """March from each start (T, 3) along its unit direction in steps of ``step`` mm, up to
+    ``reach`` (T,) mm: the distance to the first 0.5 crossing of the field (the last inside
+    sample plus the linear guess to the level), and whether the march ran on past ``reach``
+    without one."""
     rhos = step * np.arange(1, int(np.ceil(float(reach.max()) / step)) + 1)
     vals = sampler(starts[:, None, :] + dirs[:, None, :] * rhos[None, :, None])
     below = (vals < 0.5) | (rhos[None, :] > reach[:, None])
-    found = below.any(axis=1)
+    below[:, -1] = True
     j = np.argmax(below, axis=1)
     rows = np.arange(len(starts))
     f_in = np.where(j > 0, vals[rows, np.maximum(j - 1, 0)], 1.0)
     f_out = vals[rows, j]
     frac = np.clip((f_in - 0.5) / np.maximum(f_in - f_out, 1e-6), 0.0, 1.0)
     f = np.where(j > 0, rhos[np.maximum(j - 1, 0)], 0.0) + frac * step
-    ran_on = ~found | (rhos[j] > reach) | (f_out >= 0.5)
+    return f, j, (rhos[j] > reach) | (f_out >= 0.5)
+
+
+def _lumen_ends(sampler, starts, dirs, reach, step):
+    """Distance from each start (T, 3) along its unit direction to the 0.5 crossing of the field;
+    NaN where the field stays above 0.5 up to ``reach`` (T,) or the crossing lies beyond the
+    grid's outermost voxel centres (the vessel leaves the volume there)."""
+    f, _, ran_on = _crossings(sampler, starts, dirs, reach, step)
     f[ran_on] = np.nan
     ok = ~ran_on
     if ok.any():
@@ -265,18 +273,7 @@ def extend_tips(
     if border_only:
         # a tip is about a radius short of the end; the border may lie a little farther
         reach = reach + 2.0 * h
-    step = ray_kw["step_mm"] * 0.5
-    n_steps = int(np.ceil(reach.max() / step))
-    rhos = step * np.arange(1, n_steps + 1)
-    vals = sampler(positions[tips][:, None, :] + d[:, None, :] * rhos[None, :, None])
-    below = (vals < 0.5) | (rhos[None, :] > reach[:, None])
-    below[:, -1] = True
-    j = np.argmax(below, axis=1)
-    # the last inside sample, plus the linear guess to the 0.5 crossing
-    f_in = np.where(j > 0, vals[np.arange(len(tips)), np.maximum(j - 1, 0)], 1.0)
-    f_out = vals[np.arange(len(tips)), j]
-    frac = np.clip((f_in - 0.5) / np.maximum(f_in - f_out, 1e-6), 0, 1)
-    ext = np.where(j > 0, rhos[np.maximum(j - 1, 0)], 0.0) + frac * step
+    ext, j, _ = _crossings(sampler, positions[tips], d, reach, ray_kw["step_mm"] * 0.5)
     if border_only:
         # the lumen ends at the grid's edge where the 0.5 crossing lies beyond the outermost
         # voxel centres (outside the grid the field reads 0)
