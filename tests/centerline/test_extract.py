@@ -275,6 +275,10 @@ def test_seating_a_graph_afterwards_gives_the_seated_graph(synth):
     assert later.n_nodes == seated.n_nodes
     assert np.allclose(later.positions, seated.positions) and np.allclose(later.radii, seated.radii)
     assert seat_graph_tips(raw, vol, seat_tips=False) is raw
+    # other node data is carried along: kept nodes keep theirs, added ones take their tip's
+    scored = raw.replace(node_data={**raw.node_data, "score": np.arange(raw.n_nodes) + 0.5})
+    carried = seat_graph_tips(scored, vol).node_data["score"]
+    assert len(carried) == later.n_nodes and set(carried) <= set(np.arange(raw.n_nodes) + 0.5)
     with pytest.raises(InvalidInputError, match="VesselGraph"):
         seat_graph_tips(raw.positions, vol)
     with pytest.raises(InvalidInputError, match="unknown seat_graph_tips options"):

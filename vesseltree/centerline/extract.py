@@ -447,15 +447,7 @@ def extract_graph(
     deg[n_key:] = 2
     junction = deg >= 3
     movable = ~junction
-    # a float map holding only 0 and 1 is a binary mask (masks are often stored as floats)
-    binary_field = not (
-        cfg.use_probabilities and data.dtype.kind == "f" and bool(np.any((data > 0) & (data < 1)))
-    )
-    if not binary_field:
-        field = np.round(np.clip(data, 0.0, 1.0) * 255).astype(np.uint8)
-        sampler = Sampler(field, affine, 1.0 / 255)
-    else:
-        sampler = Sampler(mask, affine)
+    sampler = _sampler(data, mask, affine, cfg)
     ray_kw = dict(
         n_rays=cfg.n_rays,
         step_mm=0.5 * float(spacing_mm.min()),
@@ -701,36 +693,55 @@ def seat_graph_tips(graph: VesselGraph, mask: Volume, **overrides) -> VesselGrap
     if graph.n_nodes == 0 or not cfg.seat_tips or cfg.extend_tips:
         return graph
     affine = np.asarray(mask.affine, np.float64)
-    spacing_mm = np.linalg.norm(affine[:3, :3], axis=0)
     data = np.asarray(mask.data)
+    if data.flags.f_contiguous and not data.flags.c_contiguous:
+        data, affine = data.T, affine[:, [2, 1, 0, 3]]  # as extract_graph does
+    spacing_mm = np.linalg.norm(affine[:3, :3], axis=0)
     h = cfg.node_spacing * float(np.mean(spacing_mm))
     step = 0.5 * float(spacing_mm.min())
+    n = graph.n_nodes
     nd = graph.node_data
-    r_ins = np.asarray(nd.get("radius_inscribed", graph.radii), np.float64)
-    touching = np.asarray(nd.get("touching", np.zeros(graph.n_nodes, bool)), bool)
-    branch = np.asarray(nd.get("branch", np.full(graph.n_nodes, -1)), np.int64)
-    positions, radii, r_ins, touching, branch, edges, seated = seat_tips(
+    touching = np.asarray(nd.get("touching", np.zeros(n, bool)), bool)
+    branch = np.asarray(nd.get("branch", np.full(n, -1)), np.int64)
+    # seat_tips gives a node it adds the r_ins of the tip it came from and drops the rest with
+    # their nodes: passed node numbers instead, it says where each output node came from
+    positions, radii, source, touching, branch, edges, seated = seat_tips(
         graph.positions,
         graph.radii,
-        r_ins,
+        np.arange(n, dtype=np.float64),
         touching,
         branch,
         graph.edges,
-        Sampler(binarize(data, threshold=cfg.threshold), affine),
+        _sampler(data, binarize(data, threshold=cfg.threshold), affine, cfg),
         h,
         {"step_mm": step},
         float(spacing_mm.min()),
     )
     if not seated:
         return graph
+    src = source.astype(np.int64)
+    node_data = {k: np.asarray(v)[src] for k, v in nd.items()}
+    node_data.update(touching=touching, branch=branch)
+    if "radius_inscribed" not in nd:
+        node_data["radius_inscribed"] = graph.radii[src]
     return VesselGraph(
         positions,
         radii,
         edges,
-        node_data={"radius_inscribed": r_ins, "touching": touching, "branch": branch},
+        node_data=node_data,
         affine=graph.affine,
         meta={**graph.meta, "tips_seated": int(seated)},
     )
+
+
+def _sampler(data: np.ndarray, mask: np.ndarray, affine: np.ndarray, cfg: ExtractionConfig):
+    """The field the refinement reads: a probability map's own values (sub-voxel walls), or the
+    binary mask (a float map holding only 0 and 1 is a binary mask: masks are often stored as
+    floats)."""
+    if cfg.use_probabilities and data.dtype.kind == "f" and bool(np.any((data > 0) & (data < 1))):
+        field = np.round(np.clip(data, 0.0, 1.0) * 255).astype(np.uint8)
+        return Sampler(field, affine, 1.0 / 255)
+    return Sampler(mask, affine)
 
 
 def _centre_in_lobes(

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..centerline import seat_graph_tips
 from ..errors import InvalidInputError, describe
 from ..graph import VesselGraph
 from ..volume import Volume, as_volume
@@ -238,7 +239,8 @@ class DeformCL:
         t1 = time.perf_counter()
         prob = torch.sigmoid(logit[: shp[0], : shp[1], : shp[2]]).cpu().numpy()
         unet_mask = Volume(prob > 0.5, vol.affine, meta={"source": "vesseltree.deformcl.unet"})
-        tpl = template_from_mask(Volume(prob, vol.affine), node_step_vox=self.config.node_step_vox)
+        prob_vol = Volume(prob, vol.affine)
+        tpl = template_from_mask(prob_vol, node_step_vox=self.config.node_step_vox)
         t2 = time.perf_counter()
         secs = {"unet": t1 - t0, "template": t2 - t1}
         meta = {"source": "vesseltree.deformcl", "cascade": False}
@@ -250,7 +252,14 @@ class DeformCL:
             if cascade:
                 out["deformcl"] = (empty, unet_mask)
             return out
-        out = {"unet": (tpl.replace(meta={**dict(tpl.meta), **meta}), unet_mask), "seconds": secs}
+        # the template keeps its tips where thinning left them (the cascade was trained so);
+        # the graphs returned have them seated where their ball reaches the end of the lumen
+        seat_kw = {"node_spacing": self.config.node_step_vox, "separate_touching": False}
+        unet_graph = seat_graph_tips(tpl, prob_vol, **seat_kw)
+        out = {
+            "unet": (unet_graph.replace(meta={**dict(unet_graph.meta), **meta}), unet_mask),
+            "seconds": secs,
+        }
         if cascade:
             g, (pos, rad, keep), _ = self._cascade(logit, feat, tpl, vol.affine)
             edges = g["edges"].cpu().numpy()
@@ -272,6 +281,7 @@ class DeformCL:
             graph = graph.replace(meta={**dict(graph.meta), "removed_nodes": meta_removed})
             t3 = time.perf_counter()
             mask = self._final_mask(logit, graph, vol.affine, shp)
+            graph = seat_graph_tips(graph, prob_vol, **seat_kw)
             t4 = time.perf_counter()
             secs.update(cascade=t3 - t2, mask=t4 - t3)
             out["deformcl"] = (

@@ -33,12 +33,22 @@ def template_from_mask(
     template into one of them puts it off the vessel's axis, which the cascade (trained on
     templates without that step) does not undo (synthetic CT F1@1mm: UNet 0.840 -> 0.858,
     cascade 0.813 -> 0.864 with it off).
+
+    Tips are left where thinning ends them (``seat_tips=False``): the shipped cascade and its
+    mask head were trained on such templates, and fed seated ones (a radius shorter at thick
+    ends) the conditioned mask lost vessel ends (synthetic CT clDice 0.846 -> 0.718).
+    :meth:`DeformCL.predict_both` seats the tips of its output graphs afterwards
+    (:func:`~vesseltree.centerline.seat_graph_tips`).
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         try:
             graph = extract_graph(
-                volume, on_empty="warn", node_spacing=node_step_vox, separate_touching=False
+                volume,
+                on_empty="warn",
+                node_spacing=node_step_vox,
+                separate_touching=False,
+                seat_tips=False,
             )
         except (VesselTreeError, ValueError, RuntimeError) as exc:
             # nothing left after clean-up, or a numerically degenerate prediction: no refinement
