@@ -576,7 +576,7 @@ def extract(
     # labels to be joined are looked at first with their tips where thinning left them: the
     # joins were measured that way (seated a radius short of a label's boundary, they found 1%
     # fewer joins on TubeTK labelled by tube), and the joined groups are extracted again anyway;
-    # a label that joins none is extracted again with its tips seated (_reseat)
+    # a label that joins none has its tips seated afterwards (_reseat)
     first = cfg if per_label or not join_labels else {**cfg, "seat_tips": False}
     for c in _progress(chosen, len(chosen), progress, "labels"):
         crop, crop_affine, _ = _crop(vol, box_of[c])

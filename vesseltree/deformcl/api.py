@@ -254,7 +254,7 @@ class DeformCL:
             return out
         # the template keeps its tips where thinning left them (the cascade was trained so);
         # the graphs returned have them seated where their ball reaches the end of the lumen
-        seat_kw = {"node_spacing": self.config.node_step_vox, "separate_touching": False}
+        seat_kw = {"node_spacing": self.config.node_step_vox}
         unet_graph = seat_graph_tips(tpl, prob_vol, **seat_kw)
         out = {
             "unet": (unet_graph.replace(meta={**dict(unet_graph.meta), **meta}), unet_mask),
