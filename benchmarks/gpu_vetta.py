@@ -32,10 +32,23 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
-def prepare(out: Path, data: Path | None, *, n_synthetic: int = 1500, seed: int = 0) -> Path:
+def prepare(
+    out: Path,
+    data: Path | None,
+    *,
+    n_synthetic: int = 1500,
+    tubetk_per_mask: int = 15,
+    seed: int = 0,
+) -> Path:
     from vesseltree.vetta.datasets import load_sets, prepare, save_sets
 
-    sets, meta = prepare(data, REPO / ".cache" / "vetta", n_synthetic=n_synthetic, seed=seed)
+    sets, meta = prepare(
+        data,
+        REPO / ".cache" / "vetta",
+        n_synthetic=n_synthetic,
+        tubetk_per_mask=tubetk_per_mask,
+        seed=seed,
+    )
     out.mkdir(parents=True, exist_ok=True)
     path = out / "trees.pt"
     save_sets(path, sets, meta)
@@ -106,6 +119,30 @@ def run(args) -> dict:
         previous = dict(model.metadata)
     else:
         model = VeTTA(config, device=dev)
+    if args.weights or args.refine_window is not None:
+        # loss weights / decoding of the tree stage changed: the checkpoint records the new config
+        import dataclasses
+
+        weights = dict(config.tree.weights)
+        for item in filter(None, (args.weights or "").split(",")):
+            name, value = item.split("=")
+            weights[name.strip()] = float(value)
+        tree_cfg = dataclasses.replace(
+            config.tree,
+            weights=weights,
+            refine_window=config.tree.refine_window
+            if args.refine_window is None
+            else args.refine_window,
+        )
+        config = dataclasses.replace(config, tree=tree_cfg)
+        model.tree_ae.config = tree_cfg
+        model = VeTTA(
+            config,
+            segment_ae=model.segment_ae,
+            tree_ae=model.tree_ae,
+            metadata=model.metadata,
+            device=dev,
+        )
     val_keys = [
         k
         for k in ("val_vesselvae", "val_tubetk_gold", "val_tubetk_mask", "val_synthetic")
@@ -129,6 +166,31 @@ def run(args) -> dict:
             seed=args.seed,
             progress=not args.no_progress,
         )
+    monitor = None
+    if args.monitor_every_s > 0:
+        # early stopping on held-out trees that the reported validation below does not use
+        from vesseltree.vetta.train import tree_step_loss
+
+        mon_trees = sets.get("val_vesselvae", [])[args.n_val :] + sets.get("val_synthetic", [])
+        mon_records = _records(mon_trees, config.segment)
+
+        def monitor(m):
+            vals = [
+                float(
+                    tree_step_loss(
+                        m,
+                        mon_records[i : i + 128],
+                        np.random.default_rng(0),
+                        augment=False,
+                        queries=1000,
+                    )[0]
+                )
+                for i in range(0, len(mon_records), 128)
+            ]
+            value = float(np.mean(vals))
+            print(f"monitor {time.perf_counter() - t_start:7.1f} s: {value:.4f}", flush=True)
+            return value
+
     # the learning rate decays with the time budget (the step count is left open)
     tree_log = train_tree(
         model,
@@ -142,12 +204,18 @@ def run(args) -> dict:
             rotate=not args.no_rotate,
             stats_trees=stats,
             queries=args.queries,
+            workers=args.workers,
+            monitor_every_s=args.monitor_every_s,
         ),
         seed=args.seed,
         progress=not args.no_progress,
+        monitor=monitor,
     )
     _sync(dev)
     peak_train = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None
+    # the trained weights first, so that a failure in the evaluation below loses nothing
+    model.metadata.update(training={"segment": seg_log, "tree": tree_log}, device=str(dev))
+    model.save_pretrained(Path(args.out))
 
     # throughput and validation, in chunks, bounded by what is left of the budget
     results: dict = {
@@ -226,9 +294,21 @@ def run(args) -> dict:
             "training": previous.get("training"),
             "note": previous.get("note"),
         }
+    if seg_log is None and previous is not None:
+        # the segment AE was not trained here: its log is the one it came with
+        seg_log = dict((previous.get("training") or {}).get("segment") or {}, unchanged=True)
     model.metadata.update(
         training={"segment": seg_log, "tree": tree_log},
-        validation=per_set,
+        # the keys of benchmarks/vetta.py's rows (Dice as a fraction), which the notebooks read
+        validation={
+            k: {
+                "chamfer_mm": v["chamfer_mm_median"],
+                "dice": None if v["dice_median"] is None else v["dice_median"] / 100,
+                "n": v["n"],
+                "validity": v["validity"],
+            }
+            for k, v in per_set.items()
+        },
         data=meta,
         default_frame={"centre": [0.0, 0.0, 0.0], "scale": med_scale},
         device=str(dev),
@@ -258,6 +338,7 @@ def _conv_baseline() -> dict:
                 "dice": round(100 * v["conv"]["dice"], 1),
             }
             for k, v in sets.items()
+            if v.get("conv")
         }
     except (OSError, KeyError, ValueError):
         return {}
@@ -311,6 +392,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--prepare", default=None, metavar="DIR", help="write prepared trees and exit")
     p.add_argument("--real-data", default=str(REPO.parent / "shared" / "data"))
+    p.add_argument("--n-synthetic", type=int, default=1500, help="--prepare: synthetic trees")
+    p.add_argument(
+        "--tubetk-per-mask", type=int, default=15, help="--prepare: sub-trees per TubeTK mask"
+    )
     p.add_argument("--device", default="cuda")
     p.add_argument("--budget-s", type=float, default=240.0)
     p.add_argument("--data", default=str(REPO / ".cache" / "gpu_vetta"))
@@ -340,13 +425,41 @@ def main(argv=None) -> int:
         default=0.35,
         help="share of the training time for the segment AE (0: train the tree AE only)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="processes building the tree-AE batches (0: in the training loop)",
+    )
+    p.add_argument(
+        "--weights", default=None, help="tree-AE loss weights to change, e.g. 'xyz=300,pos=0.05'"
+    )
+    p.add_argument(
+        "--refine-window",
+        type=float,
+        default=None,
+        help="decode positions with this lifted-lookup window (0: the plain position head)",
+    )
+    p.add_argument(
+        "--monitor-every-s",
+        type=float,
+        default=0.0,
+        help="early stopping: every so many seconds score the held-out trees beyond --n-val "
+        "(VesselVAE) and the synthetic ones, keep the best weights (0: off)",
+    )
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if not 0.0 <= args.segment_share < 1.0:
         p.error("--segment-share must be in [0, 1)")
     if args.prepare:
         data = Path(args.real_data)
-        prepare(Path(args.prepare), data if data.is_dir() else None, seed=args.seed)
+        prepare(
+            Path(args.prepare),
+            data if data.is_dir() else None,
+            n_synthetic=args.n_synthetic,
+            tubetk_per_mask=args.tubetk_per_mask,
+            seed=args.seed,
+        )
         return 0
     run(args)
     return 0

@@ -108,6 +108,31 @@ def test_topk_match_invariants_and_optimal_first_round():
         topk_match(np.zeros((3, 2)), 2)
 
 
+def test_batched_matching_costs_what_the_per_row_hungarian_costs():
+    from vesseltree.vetta.matching import topk_match_batched
+
+    rng = np.random.default_rng(4)
+    for m, c, k in [(12, 3, 3), (9, 2, 3), (8, 1, 2), (16, 4, 3)]:
+        b = 40
+        cost = torch.from_numpy(rng.random((b, m, c))).float()
+        n = torch.from_numpy(rng.integers(0, c + 1, b))
+        valid = torch.arange(c)[None] < n[:, None]
+        r_b, l_b = topk_match_batched(cost, valid, k)
+        for g in range(b):
+            cols = np.flatnonzero(valid[g].numpy())
+            cg = cost[g].numpy()[:, cols].astype(np.float64)
+            r, ell = topk_match(cg, k)
+            rg, lg = r_b[g][:, cols].numpy(), l_b[g][:, cols].numpy()
+            assert not r_b[g][:, len(cols) :].any() and not l_b[g][:, len(cols) :].any()
+            assert np.all(rg.sum(0) == k) and np.all(rg.sum(1) <= 1)
+            assert np.all(lg.sum(1) == (1 if len(cols) else 0)) and np.all(lg[rg])
+            # each round is an exact assignment: the same total cost as scipy's solver
+            assert (cg * rg).sum() == pytest.approx((cg * r).sum(), abs=1e-5)
+            assert (cg * lg).sum() == pytest.approx((cg * ell).sum(), abs=1e-5)
+    with pytest.raises(InvalidInputError, match="prefix"):
+        topk_match_batched(torch.zeros(1, 9, 2), torch.tensor([[False, True]]), 2)
+
+
 # ---------------------------------------------------------------------------------- splits
 def test_random_split_gives_ancestor_closed_states_with_true_children():
     rng = np.random.default_rng(2)
@@ -344,3 +369,35 @@ def test_checkpoint_round_trip_and_corrupt_files(tiny_model, tmp_path):
     torch.save({"format": "something-else"}, tmp_path / "other.pt")
     with pytest.raises(FileFormatError, match="not a VeTTA checkpoint"):
         VeTTA.from_pretrained(tmp_path / "other.pt")
+
+
+def test_tree_training_with_loader_workers_keeps_the_weights_the_monitor_scored_best():
+    from vesseltree.vetta.train import train_tree
+
+    torch.manual_seed(0)
+    cfg = VeTTAConfig.tiny()
+    model = VeTTA(cfg)
+    recs = [
+        make_record(canonical_tree(random_tree(seed=s, n_branches=4, preset="brain")), cfg.segment)
+        for s in (3, 5)
+    ]
+    readings = iter([3.0, 1.0, 2.0, 5.0, 4.0, 6.0, 7.0, 8.0, 9.0, 9.5, 9.7, 9.8])
+    seen = []
+
+    def monitor(m):
+        seen.append({k: v.clone() for k, v in m.tree_ae.state_dict().items()})
+        return next(readings)
+
+    log = train_tree(
+        model,
+        recs,
+        TrainSettings(steps=8, batch_size=4, lr=1e-2, warmup=1, workers=1, monitor_every_s=0.0),
+        progress=False,
+        monitor=monitor,
+    )
+    assert log["steps"] == 8 and len(log["monitor"]) == len(seen) >= 3
+    # the second reading was the lowest: those weights are kept, not the last ones
+    assert log["best_monitor"] == 1.0 and log["best_step"] == log["monitor"][1][0]
+    kept = model.tree_ae.state_dict()
+    assert all(torch.equal(kept[k], seen[1][k]) for k in kept if k.startswith("heads"))
+    assert not all(torch.equal(seen[1][k], seen[-1][k]) for k in kept if k.startswith("heads"))

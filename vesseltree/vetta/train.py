@@ -24,7 +24,7 @@ from .._atomic import atomic_path
 from ..errors import InvalidInputError
 from .api import VeTTA
 from .batch import build_inputs, random_rotations, store_segment_codes
-from .matching import topk_match
+from .matching import topk_match, topk_match_batched
 
 __all__ = [
     "TrainSettings",
@@ -32,6 +32,7 @@ __all__ = [
     "train_segment",
     "train_tree",
     "tree_step_loss",
+    "tree_batches",
     "train",
 ]
 
@@ -54,6 +55,8 @@ class TrainSettings:
     augment: bool = True  # random rotation / zoom / shift / jitter
     rotate: bool = True  # rotations in the tree stage (off: reuse precomputed segment codes)
     queries: int = 1  # tree stage: decoding states supervised per tree and step
+    workers: int = 0  # tree stage: processes building the batches (0: in the training loop)
+    monitor_every_s: float = 60.0  # tree stage: how often ``monitor`` (if given) is evaluated
 
 
 def _device(device) -> torch.device:
@@ -215,30 +218,35 @@ def _train_state(model: VeTTA, stage: str, step: int, opt) -> dict[str, Any]:
 
 def tree_step_loss(
     model: VeTTA,
-    records: list[dict],
+    records: list[dict] | None,
     rng: np.random.Generator | None,
     *,
     augment: bool = True,
     rotate: bool = True,
     queries: int = 1,
+    inputs: dict | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The stage-2 loss of one batch: top-k matched set loss (+ KL in the variational case).
 
     ``queries`` decoding states per tree share one encoder pass (see :func:`build_inputs`).
+    ``inputs``: the batch already built (by a loader worker, :func:`tree_batches`); then
+    ``records`` and the augmentation arguments are not used.
     """
     tree = model.tree_ae
     cfg = tree.config
-    inp = build_inputs(
-        records,
-        model.segment_ae,
-        tree,
-        rng=rng,
-        split=True,
-        device=model.device,
-        augment=augment,
-        rotate=rotate,
-        queries=queries,
-    )
+    inp = inputs
+    if inp is None:
+        inp = build_inputs(
+            records,
+            model.segment_ae,
+            tree,
+            rng=rng,
+            split=True,
+            device=model.device,
+            augment=augment,
+            rotate=rotate,
+            queries=queries,
+        )
     with _autocast(model.device):
         mu, logvar = tree.encode(inp["tokens"], inp["mask"])
         z = mu
@@ -249,17 +257,22 @@ def tree_step_loss(
     target = inp["target"]
     cost = tree.cost(pred, target)  # (B, M, C)
     valid = target["valid"]
-    c_np = cost.detach().cpu().numpy()
-    v_np = valid.cpu().numpy()
-    r_mask = np.zeros(c_np.shape, dtype=bool)
-    l_mask = np.zeros(c_np.shape, dtype=bool)
-    for g in range(c_np.shape[0]):
-        cols = np.flatnonzero(v_np[g])
-        r, ell = topk_match(c_np[g][:, cols], cfg.match_k)
-        r_mask[g][:, cols] = r
-        l_mask[g][:, cols] = ell
-    rm = torch.from_numpy(r_mask).to(cost.device).float()
-    lm = torch.from_numpy(l_mask).to(cost.device).float()
+    if cost.device.type == "cuda":
+        # one batched exact matching on the GPU instead of B * k Hungarian solves on the CPU
+        r_mask, l_mask = topk_match_batched(cost, valid, cfg.match_k)
+        rm, lm = r_mask.float(), l_mask.float()
+    else:
+        c_np = cost.detach().cpu().numpy()
+        v_np = valid.cpu().numpy()
+        r_np = np.zeros(c_np.shape, dtype=bool)
+        l_np = np.zeros(c_np.shape, dtype=bool)
+        for g in range(c_np.shape[0]):
+            cols = np.flatnonzero(v_np[g])
+            r, ell = topk_match(c_np[g][:, cols], cfg.match_k)
+            r_np[g][:, cols] = r
+            l_np[g][:, cols] = ell
+        rm = torch.from_numpy(r_np).to(cost.device).float()
+        lm = torch.from_numpy(l_np).to(cost.device).float()
     loss = (cost * lm).sum() / lm.sum() + (cost * rm).sum() / rm.sum()
     stats = {"set": float(loss.detach())}
     if logvar is not None:
@@ -267,6 +280,66 @@ def tree_step_loss(
         loss = loss + cfg.kl_weight * kl
         stats["kl"] = float(kl)
     return loss, stats
+
+
+class _TreeBatches(torch.utils.data.IterableDataset):
+    """Endless training batches of the tree stage, built on the CPU (in loader workers)."""
+
+    def __init__(self, records, seg_ae, tree_ae, settings: TrainSettings, seed: int):
+        super().__init__()
+        self.records, self.seg_ae, self.tree_ae = records, seg_ae, tree_ae
+        self.settings, self.seed = settings, seed
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid = 0 if info is None else info.id
+        torch.set_num_threads(1)
+        rng = np.random.default_rng([self.seed, wid])
+        s = self.settings
+        while True:
+            idx = rng.integers(0, len(self.records), s.batch_size)
+            with torch.no_grad():
+                inp = build_inputs(
+                    [self.records[i] for i in idx],
+                    self.seg_ae,
+                    self.tree_ae,
+                    rng=rng,
+                    split=True,
+                    device="cpu",
+                    augment=s.augment,
+                    rotate=s.rotate,
+                    queries=s.queries,
+                )
+            yield {k: inp[k] for k in ("tokens", "mask", "ptokens", "pmask", "rows", "target")}
+
+
+def _to_device(obj, dev: torch.device):
+    if isinstance(obj, dict):
+        return {k: _to_device(v, dev) for k, v in obj.items()}
+    return obj.to(dev, non_blocking=True)
+
+
+def tree_batches(model: VeTTA, records: list[dict], settings: TrainSettings, *, seed: int = 0):
+    """An endless iterator of tree-stage batches built by ``settings.workers`` processes.
+
+    The workers hold CPU copies of the (frozen) segment AE and of the tree AE's fixed parts
+    (position lifting, segment-code statistics); the batches arrive on the model's device.
+    """
+    import copy
+
+    seg = copy.deepcopy(model.segment_ae).cpu().eval()
+    tree = copy.deepcopy(model.tree_ae).cpu()
+    loader = torch.utils.data.DataLoader(
+        _TreeBatches(records, seg, tree, settings, seed),
+        batch_size=None,
+        num_workers=settings.workers,
+        pin_memory=model.device.type == "cuda",
+        prefetch_factor=4,
+        persistent_workers=True,
+        multiprocessing_context="fork",
+    )
+    for inp in loader:
+        yield _to_device(inp, model.device)
 
 
 @torch.no_grad()
@@ -309,8 +382,14 @@ def train_tree(
     progress: bool = True,
     state_path: Path | None = None,
     resume: dict[str, Any] | None = None,
+    monitor: Callable[[VeTTA], float] | None = None,
 ) -> dict[str, Any]:
-    """Fit ``model.tree_ae`` (stage 2) with the segment AE frozen. Returns a log."""
+    """Fit ``model.tree_ae`` (stage 2) with the segment AE frozen. Returns a log.
+
+    ``monitor(model)`` (lower is better; e.g. the loss on held-out trees) is evaluated every
+    ``settings.monitor_every_s`` seconds and at the end; the weights that scored best are kept
+    (early stopping) and the log records every reading.
+    """
     net = model.tree_ae
     rng = np.random.default_rng(seed + 1)
     opt = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
@@ -324,22 +403,41 @@ def train_tree(
     if not settings.rotate:
         store_segment_codes(records, model.segment_ae)
     net.train()
+    batches = None
+    if settings.workers > 0:
+        batches = tree_batches(model, records, settings, seed=seed + 1 + start)
     losses: list[float] = []
-    t0 = last_save = time.perf_counter()
+    readings: list[tuple[int, float]] = []
+    best: tuple[float, int, dict] | None = None
+
+    def check(step: int):
+        nonlocal best
+        net.eval()
+        with torch.no_grad():
+            value = float(monitor(model))
+        net.train()
+        readings.append((step, value))
+        if best is None or value < best[0]:
+            best = (value, step, {k: v.detach().clone() for k, v in net.state_dict().items()})
+
+    t0 = last_save = last_check = time.perf_counter()
     bar = _progress(settings.steps - start, "tree AE", progress)
     for step in range(start, settings.steps):
         if settings.budget_s is not None and time.perf_counter() - t0 > settings.budget_s:
             break
-        idx = rng.integers(0, len(records), settings.batch_size)
         _schedule(opt, step, settings, time.perf_counter() - t0)
-        loss, _ = tree_step_loss(
-            model,
-            [records[i] for i in idx],
-            rng,
-            augment=settings.augment,
-            rotate=settings.rotate,
-            queries=settings.queries,
-        )
+        if batches is not None:
+            loss, _ = tree_step_loss(model, None, None, inputs=next(batches))
+        else:
+            idx = rng.integers(0, len(records), settings.batch_size)
+            loss, _ = tree_step_loss(
+                model,
+                [records[i] for i in idx],
+                rng,
+                augment=settings.augment,
+                rotate=settings.rotate,
+                queries=settings.queries,
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), settings.clip)
@@ -350,11 +448,21 @@ def train_tree(
         if state_path is not None and time.perf_counter() - last_save > settings.checkpoint_every_s:
             _save_state(state_path, _train_state(model, "tree", step + 1, opt))
             last_save = time.perf_counter()
+        if monitor is not None and time.perf_counter() - last_check > settings.monitor_every_s:
+            check(step + 1)
+            last_check = time.perf_counter()
     bar.close()
+    if batches is not None:
+        batches.close()  # ends the loader's worker processes
+    secs = time.perf_counter() - t0
+    out = _log(losses, start + len(losses), secs, len(losses))
+    if monitor is not None:
+        check(start + len(losses))
+        net.load_state_dict(best[2])
+        out.update(monitor=readings, best_step=best[1], best_monitor=best[0])
     net.eval()
     set_latent_stats(model, records[: settings.stats_trees])
-    secs = time.perf_counter() - t0
-    return _log(losses, start + len(losses), secs, len(losses))
+    return out
 
 
 def evaluate(
