@@ -67,6 +67,12 @@ def add_parser(subparsers) -> None:
         default=8,
         help="decoding states supervised per tree and tree-AE step (they share one encoder pass)",
     )
+    t.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="processes building the tree-AE batches (a GPU waits on them otherwise; 0: none)",
+    )
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--config", choices=("tiny", "small", "default"), default="small")
     t.add_argument(
@@ -215,6 +221,7 @@ def run_train(args) -> int:
             batch_size=args.batch_size,
             rotate=not args.no_rotate,
             queries=args.queries,
+            workers=args.workers,
             **common,
         ),
         seed=args.seed,
