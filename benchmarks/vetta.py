@@ -280,7 +280,7 @@ def run(args) -> dict:
         # the conv AE's rows of an earlier run on the same held-out trees (no conv retraining)
         prev = json.loads(Path(args.conv_from).read_text())
     train_s = sum(
-        model.metadata.get("training", {}).get(k, {}).get("seconds", 0.0)
+        ((model.metadata.get("training") or {}).get(k) or {}).get("seconds", 0.0)
         for k in ("segment", "tree")
     )
     budget = args.conv_budget_s if args.conv_budget_s is not None else train_s
@@ -404,8 +404,9 @@ def table(r: dict) -> str:
         "# VeTTA vs a 3D convolutional autoencoder (held-out real trees)",
         "",
         f"Device: {r['device']}. Conv grid {r['grid']}^3 over the tree's normalised frame; "
-        f"same latent size. VeTTA (shipped checkpoint) trained "
-        f"{sum((r['vetta_training'] or {}).get(k, {}).get('seconds', 0) for k in ('segment', 'tree')):.0f} s; "
+        f"same latent size. VeTTA (shipped checkpoint): its last segment and tree stages trained "
+        f"{sum(((r['vetta_training'] or {}).get(k) or {}).get('seconds', 0) for k in ('segment', 'tree')):.0f} s "
+        "(earlier stages in its metadata); "
         f"conv AE trained {r['conv_training']['seconds']} s ({r['conv_training']['steps']} steps, "
         f"loss {r['conv_training']['loss_start']:.3f} -> {r['conv_training']['loss_end']:.3f}). "
         "Medians per set; validity = fraction of outputs that are one connected acyclic tree."
