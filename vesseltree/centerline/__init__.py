@@ -13,11 +13,14 @@ nibabel image, array, tensor), masks, label maps and probability maps, an option
 per-label graphs and rooted trees; the labels of a label map are extracted apart and their
 centerlines joined where a vessel runs on from one label into the next
 (:mod:`~vesseltree.centerline.labels`). :func:`branch_table` lists the branches of a graph.
+:func:`extract_batch` runs :func:`extract` over many files (or folders) into one output folder,
+with a summary of every case; a case that fails is recorded and the others go on.
 """
 
 from __future__ import annotations
 
 from .api import extract, load_source, to_forest
+from .batch import extract_batch
 from .extract import ExtractionConfig, extract_graph, seat_graph_tips
 from .table import branch_table
 
@@ -26,6 +29,7 @@ __all__ = [
     "extract_graph",
     "seat_graph_tips",
     "extract",
+    "extract_batch",
     "load_source",
     "to_forest",
     "branch_table",

@@ -1,5 +1,8 @@
 """``vesseltree extract INPUT -o OUTPUT``: centerline graph and branch table of a mask or image.
 
+Several inputs, or a folder, run as a batch (:func:`~vesseltree.centerline.batch.extract_batch`):
+``OUTPUT`` is then a folder that gets one graph per input and ``summary.csv``.
+
 Registered by the main CLI through :func:`add_parser`.
 """
 
@@ -25,11 +28,20 @@ def add_parser(subparsers) -> None:
         description="Extract the centerline graph (world mm, radii) of a vessel mask, label map or "
         "probability map (.nii .nii.gz .mha .mhd .nrrd), or of a raw image through a backbone, "
         "write it by suffix (.vtp .swc .graphml .json .npz) and a branch table as "
-        "OUTPUT_branches.csv beside it.",
+        "OUTPUT_branches.csv beside it. Several inputs or a folder run as a batch: OUTPUT is "
+        "a folder, one graph per input (NAME.FORMAT), and summary.csv lists every case (a case "
+        "that fails is recorded there and the others go on).",
     )
-    p.add_argument("input", help="volume file (.nii .nii.gz .mha .mhd .nrrd .nhdr)")
     p.add_argument(
-        "-o", "--output", required=True, help="graph file (.vtp .swc .graphml .json .npz)"
+        "input",
+        nargs="+",
+        help="volume file(s) (.nii .nii.gz .mha .mhd .nrrd .nhdr) or a folder of them",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="graph file (.vtp .swc .graphml .json .npz); a folder for a batch",
     )
     p.add_argument(
         "--label",
@@ -81,6 +93,20 @@ def add_parser(subparsers) -> None:
         metavar="T",
         help="probability maps are vessel where p >= T (default 0.5)",
     )
+    p.add_argument(
+        "--format",
+        default=None,
+        choices=("vtp", "swc", "graphml", "json", "npz"),
+        help="batch: graph format (default vtp)",
+    )
+    p.add_argument(
+        "--jobs", type=int, default=1, metavar="N", help="batch: cases at once (processes)"
+    )
+    p.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="batch: skip cases that OUTPUT/summary.csv lists as done (resume a run)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -101,29 +127,57 @@ def _backbone(args):
     return None
 
 
-def _write(graph, path: Path, tree: bool) -> tuple[Path, Path]:
-    """The graph by suffix and its branch table as CSV, both atomically."""
-    from .._atomic import atomic_path
-    from ..errors import InvalidInputError
-    from ..io import write_graph
-    from .table import branch_table
+def _extract_kwargs(args) -> dict:
+    return dict(
+        label=args.label,
+        labels_json=args.labels_json,
+        backbone=_backbone(args),
+        per_label=args.per_label,
+        join_labels=not args.labels_apart,
+        tree=args.tree,
+        threshold=args.threshold,
+    )
 
-    if path.suffix.lower() == ".swc" and not tree and graph.n_cycles:
-        raise InvalidInputError(
-            f"{str(path)!r}: SWC stores trees, but the graph has {graph.n_cycles} cycles; add --tree"
-        )
-    write_graph(graph, path)
-    csv = path.with_name(path.stem + "_branches.csv")
-    with atomic_path(csv) as tmp:
-        branch_table(graph).to_csv(tmp, index_label="branch")
-    return path, csv
+
+def run_batch(args) -> int:
+    from .batch import extract_batch
+
+    t0 = time.perf_counter()
+    table = extract_batch(
+        args.input,
+        args.output,
+        fmt=args.format or "vtp",
+        jobs=args.jobs,
+        skip_existing=args.skip_existing,
+        progress=not args.no_progress,
+        **_extract_kwargs(args),
+    )
+    status = table["status"].value_counts()
+    failed = table[table["status"] == "error"]
+    for src, err in zip(failed["input"], failed["error"]):
+        print(f"failed: {src}: {err}")
+    print(
+        f"{len(table)} cases in {time.perf_counter() - t0:.1f} s: {status.get('ok', 0)} ok, "
+        f"{status.get('skipped', 0)} skipped, {len(failed)} failed; "
+        f"summary in {Path(args.output) / 'summary.csv'}"
+    )
+    return 1 if len(failed) else 0
 
 
 def run(args) -> int:
-    from ..errors import FileFormatError
+    from ..errors import FileFormatError, InvalidInputError
     from ..io import GRAPH_SUFFIXES
     from .api import extract
+    from .batch import write_graph_and_table
 
+    if len(args.input) > 1 or Path(args.input[0]).is_dir():
+        return run_batch(args)
+    used = [f for f, on in (("--format", args.format), ("--jobs", args.jobs != 1),
+                            ("--skip-existing", args.skip_existing)) if on]  # fmt: skip
+    if used:
+        raise InvalidInputError(
+            f"{', '.join(used)}: only for a batch (several inputs or a folder)"
+        )
     out = Path(args.output)
     if out.suffix.lower() not in GRAPH_SUFFIXES:
         raise FileFormatError(
@@ -133,20 +187,12 @@ def run(args) -> int:
     if not out.parent.exists():
         raise FileNotFoundError(f"output folder {str(out.parent)!r} does not exist")
     t0 = time.perf_counter()
-    result = extract(
-        args.input,
-        label=args.label,
-        labels_json=args.labels_json,
-        backbone=_backbone(args),
-        per_label=args.per_label,
-        join_labels=not args.labels_apart,
-        tree=args.tree,
-        threshold=args.threshold,
-        progress=not args.no_progress,
-    )
+    result = extract(args.input[0], progress=not args.no_progress, **_extract_kwargs(args))
     if args.per_label:
         written = [
-            _write(g, out.with_name(f"{out.stem}_label{c}{out.suffix}"), args.tree)[0]
+            write_graph_and_table(g, out.with_name(f"{out.stem}_label{c}{out.suffix}"), args.tree)[
+                0
+            ]
             for c, g in result.items()
         ]
         n_nodes = sum(g.n_nodes for g in result.values())
@@ -154,7 +200,7 @@ def run(args) -> int:
         length = sum(g.total_length for g in result.values())
         what = f"{len(written)} files ({out.stem}_label*{out.suffix})"
     else:
-        _write(result, out, args.tree)
+        write_graph_and_table(result, out, args.tree)
         n_nodes, n_branches, length = result.n_nodes, len(result.branches), result.total_length
         what = str(out)
     print(
