@@ -175,9 +175,7 @@ def run(args) -> int:
     used = [f for f, on in (("--format", args.format), ("--jobs", args.jobs != 1),
                             ("--skip-existing", args.skip_existing)) if on]  # fmt: skip
     if used:
-        raise InvalidInputError(
-            f"{', '.join(used)}: only for a batch (several inputs or a folder)"
-        )
+        raise InvalidInputError(f"{', '.join(used)}: only for a batch (several inputs or a folder)")
     out = Path(args.output)
     if out.suffix.lower() not in GRAPH_SUFFIXES:
         raise FileFormatError(

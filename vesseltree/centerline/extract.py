@@ -96,7 +96,9 @@ class ExtractionConfig:
         0 = keep such bridges.
     loop_ratio : float
         Cycles shorter than ``loop_ratio`` times the largest radius on them are noise handles and
-        are cut at their thinnest branch; longer ones are kept as real loops.
+        are cut at the narrowest point of their thinnest branch (what is left either side is
+        pruned where it is a spur, so a vessel whose end touches another keeps its length);
+        longer ones are kept as real loops.
     min_component_length_mm : float
         Connected pieces of centerline shorter than this (mm) are dropped.
     node_spacing : float
@@ -426,7 +428,16 @@ def extract_graph(
     # last, once every spur is gone: junctions a stub apart become one
     links = collapse_short_links(g, link_ratio=cfg.link_ratio) if cfg.link_ratio > 0 else 0
     if links:
-        cuts += cut_short_loops(g, loop_ratio=cfg.loop_ratio)
+        more = cut_short_loops(g, loop_ratio=cfg.loop_ratio)
+        if more:
+            cuts += more
+            spurs += prune_spurs(
+                g,
+                spur_ratio=cfg.spur_ratio,
+                min_length_mm=cfg.min_spur_mm,
+                wall_offset_mm=wall,
+                parent_ratio=cfg.spur_parent_ratio,
+            )
     crumbs = drop_small_components(g, min_length_mm=cfg.min_component_length_mm)
     g.merge_degree_two()
     t_graph = time.perf_counter()

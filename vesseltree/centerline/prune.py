@@ -10,7 +10,10 @@ Both rules are dimensionless, in units of the local inscribed radius, so one set
   bumps a few voxels high through);
 * a cycle is a noise handle when its length is below ``loop_ratio`` times the largest radius on it
   (a hole punched through a wall, or two touching vessels bridged by a few voxels); it is cut at
-  its thinnest branch. Longer cycles (anastomoses, the circle of Willis, a real loop) are kept.
+  the narrowest point of its thinnest branch, and what is left of that branch on either side is
+  pruned like any other terminal branch: a short bridge vanishes, while a real vessel whose end
+  touches another one keeps its length and ends at the contact. Longer cycles (anastomoses,
+  the circle of Willis, a real loop) are kept.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import logging
 
 import numpy as np
 
-from .graph_build import SkeletonGraph
+from .graph_build import Branch, SkeletonGraph
 
 __all__ = ["prune_spurs", "collapse_short_links", "cut_short_loops", "drop_small_components"]
 
@@ -153,10 +156,17 @@ def _shortest_cycles(g: SkeletonGraph, loop_ratio: float) -> list[tuple[float, l
 def cut_short_loops(g: SkeletonGraph, *, loop_ratio: float) -> list[dict]:
     """Cut every cycle shorter than ``loop_ratio`` x its largest radius at its thinnest branch.
 
+    The branch is cut at its narrowest point (least inscribed radius) outside the balls of its
+    two end nodes: the neck where a vessel touches another one, or the thinnest part of a bridge.
+    Its two halves stay, as terminal branches; the caller prunes them as spurs where they are
+    short (a bridge of a few voxels leaves nothing). Deleting the whole branch instead lost real
+    vessels: a thin artery whose end touches a thicker one closes a short cycle with it, and went
+    missing whole (a real IntrA tree: recall at 1 mm 0.72; 0.88 when cut at the neck).
+
     Returns
     -------
     list of dict
-        One entry per cut: ``position`` (world mm, middle of the cut branch), ``cycle_length_mm``.
+        One entry per cut: ``position`` (world mm, the cut point), ``cycle_length_mm``.
     """
     cuts: list[dict] = []
     while True:
@@ -169,18 +179,39 @@ def cut_short_loops(g: SkeletonGraph, *, loop_ratio: float) -> list[dict]:
                 continue  # already broken by an earlier cut
             weakest = min(cyc, key=lambda c: (_branch_radius(g, c), -g.branches[c].length(g)))
             b = g.branches[weakest]
-            poly = b.polyline(g)
-            cuts.append(
-                {
-                    "position": [round(float(x), 3) for x in poly[len(poly) // 2]],
-                    "cycle_length_mm": round(float(sum(g.branches[c].length(g) for c in cyc)), 3),
-                }
-            )
+            total = round(float(sum(g.branches[c].length(g) for c in cyc)), 3)
             b.alive = False
+            where = _split_at_neck(g, b)
+            if where is None:  # no interior point outside the end balls: a bridge, dropped whole
+                poly = b.polyline(g)
+                where = poly[len(poly) // 2]
+            cuts.append({"position": [round(float(x), 3) for x in where], "cycle_length_mm": total})
             made += 1
         g.merge_degree_two()
         if not made:  # pragma: no cover - every listed cycle had a live branch
             return cuts
+
+
+def _split_at_neck(g: SkeletonGraph, b: Branch) -> np.ndarray | None:
+    """Add the two halves of (dead) branch ``b`` on either side of its narrowest interior point
+    outside its end nodes' balls, each ending in a new tip node; returns that point (None, and
+    nothing added, where no interior point lies outside the balls)."""
+    pts, r = b.pts, b.r
+    if len(pts) < 3:
+        return None
+    du = np.linalg.norm(pts - g.node_pos[b.u], axis=1)
+    dv = np.linalg.norm(pts - g.node_pos[b.v], axis=1)
+    free = np.flatnonzero((du > g.node_r[b.u]) & (dv > g.node_r[b.v]))
+    if free.size == 0:
+        return None
+    k = int(free[np.argmin(r[free])])
+    if k >= 1:
+        t = g.add_node(pts[k - 1], r[k - 1])
+        g.branches.append(Branch(b.u, t, pts[: k - 1], r[: k - 1]))
+    if k + 1 < len(pts):
+        t = g.add_node(pts[k + 1], r[k + 1])
+        g.branches.append(Branch(t, b.v, pts[k + 2 :], r[k + 2 :]))
+    return pts[k]
 
 
 def drop_small_components(g: SkeletonGraph, *, min_length_mm: float) -> int:
