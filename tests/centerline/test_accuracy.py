@@ -136,9 +136,13 @@ def test_rough_loop_keeps_the_loop_and_drops_the_handles(synth):
     # the one cycle is the real loop: it passes near both of its truth junctions
     k = match_keypoints(graph_keypoints(g), graph_keypoints(truth))
     assert k["junction_recall"] == 1.0
-    assert centerline_scores(g, truth)["recall@1"] >= 0.95  # measured 0.996
+    s = centerline_scores(g, truth)
+    assert s["recall@1"] >= 0.95  # measured 0.985
+    # the handles' threads along the wall are deleted, not cut into two spurs each (which kept
+    # them as the vessels that stand apart are kept: precision 0.768, 18 spurious tips)
+    assert s["precision@0.5"] >= 0.88  # measured 0.910
     # rough walls still leave a few spurs (the truth has 2 tips)
-    assert k["spurious_endpoints"] <= 20  # measured 14
+    assert k["spurious_endpoints"] <= 14  # measured 11
 
 
 def test_tubetk_junctions_and_endpoints(shared_data):

@@ -96,9 +96,10 @@ class ExtractionConfig:
         0 = keep such bridges.
     loop_ratio : float
         Cycles shorter than ``loop_ratio`` times the largest radius on them are noise handles and
-        are cut at the narrowest point of their thinnest branch (what is left either side is
-        pruned where it is a spur, so a vessel whose end touches another keeps its length);
-        longer ones are kept as real loops.
+        are cut at their thinnest branch: deleted where it is a bridge or a thread along a wall,
+        cut at its narrowest point where it stands apart as a vessel of its own (what is left
+        either side is pruned where it is a spur, so a vessel whose end touches another keeps
+        its length); longer ones are kept as real loops.
     min_component_length_mm : float
         Connected pieces of centerline shorter than this (mm) are dropped.
     node_spacing : float
@@ -416,7 +417,18 @@ def extract_graph(
         parent_ratio=cfg.spur_parent_ratio,
     )
     contacts = cut_contacts(g, contact_ratio=cfg.contact_ratio) if cfg.contact_ratio > 0 else []
-    cuts = cut_short_loops(g, loop_ratio=cfg.loop_ratio)
+    inv = np.linalg.inv(affine)
+
+    def inside(xyz: np.ndarray) -> np.ndarray:
+        return fg.lookup(np.rint(xyz @ inv[:3, :3].T + inv[:3, 3]).astype(np.int64)) >= 0
+
+    loop_kw = dict(
+        loop_ratio=cfg.loop_ratio,
+        spur_ratio=cfg.spur_ratio,
+        inside=inside,
+        step_mm=0.5 * float(spacing_mm.min()),
+    )
+    cuts = cut_short_loops(g, **loop_kw)
     if cuts or contacts:
         spurs += prune_spurs(
             g,
@@ -428,7 +440,7 @@ def extract_graph(
     # last, once every spur is gone: junctions a stub apart become one
     links = collapse_short_links(g, link_ratio=cfg.link_ratio) if cfg.link_ratio > 0 else 0
     if links:
-        more = cut_short_loops(g, loop_ratio=cfg.loop_ratio)
+        more = cut_short_loops(g, **loop_kw)
         if more:
             cuts += more
             spurs += prune_spurs(

@@ -153,15 +153,35 @@ def _shortest_cycles(g: SkeletonGraph, loop_ratio: float) -> list[tuple[float, l
     return found
 
 
-def cut_short_loops(g: SkeletonGraph, *, loop_ratio: float) -> list[dict]:
+def cut_short_loops(
+    g: SkeletonGraph,
+    *,
+    loop_ratio: float,
+    spur_ratio: float = 2.0,
+    inside=None,
+    step_mm: float = 0.25,
+) -> list[dict]:
     """Cut every cycle shorter than ``loop_ratio`` x its largest radius at its thinnest branch.
 
-    The branch is cut at its narrowest point (least inscribed radius) outside the balls of its
-    two end nodes: the neck where a vessel touches another one, or the thinnest part of a bridge.
-    Its two halves stay, as terminal branches; the caller prunes them as spurs where they are
-    short (a bridge of a few voxels leaves nothing). Deleting the whole branch instead lost real
-    vessels: a thin artery whose end touches a thicker one closes a short cycle with it, and went
-    missing whole (a real IntrA tree: recall at 1 mm 0.72; 0.88 when cut at the neck).
+    A branch that stands apart from the rest of its cycle (it leaves their tubes by ``spur_ratio``
+    times its radius, with background between, see :func:`_stands_apart`) is a vessel that
+    touches another one: it is cut at its narrowest point (least inscribed radius) outside the
+    balls of its two end nodes, the neck of the contact, and its two halves stay as terminal
+    branches (the caller prunes them as spurs where they are short). Deleting it whole lost real
+    vessels: a thin artery whose end touches a thicker one closes a short cycle with it (a real
+    IntrA tree: recall at 1 mm 0.72; 0.88 when cut at the neck). Any other thinnest branch (a
+    bridge over a hole in a wall, a thread along a rough wall) is deleted whole.
+
+    Parameters
+    ----------
+    loop_ratio : float
+        Cycles shorter than this times their largest radius are cut.
+    spur_ratio : float
+        How far (in its own radii) a branch must leave the rest of its cycle to be a vessel.
+    inside : callable, optional
+        World points (n, 3) -> bool (n,): in the mask. None: the clearance alone decides.
+    step_mm : float
+        Sampling step of ``inside`` along the way from the branch to the rest of its cycle.
 
     Returns
     -------
@@ -181,7 +201,10 @@ def cut_short_loops(g: SkeletonGraph, *, loop_ratio: float) -> list[dict]:
             b = g.branches[weakest]
             total = round(float(sum(g.branches[c].length(g) for c in cyc)), 3)
             b.alive = False
-            where = _split_at_neck(g, b)
+            others = [g.branches[c] for c in cyc if c != weakest]
+            rb = _branch_radius(g, weakest)
+            apart = _stands_apart(g, b, rb, others, spur_ratio, inside, step_mm)
+            where = _split_at_neck(g, b) if apart else None
             if where is None:  # no interior point outside the end balls: a bridge, dropped whole
                 poly = b.polyline(g)
                 where = poly[len(poly) // 2]
@@ -190,6 +213,36 @@ def cut_short_loops(g: SkeletonGraph, *, loop_ratio: float) -> list[dict]:
         g.merge_degree_two()
         if not made:  # pragma: no cover - every listed cycle had a live branch
             return cuts
+
+
+def _stands_apart(
+    g: SkeletonGraph, b: Branch, rb: float, others: list[Branch], ratio: float, inside, step: float
+) -> bool:
+    """Whether branch ``b`` is a vessel of its own rather than a thread along the wall of the
+    vessel it bridges (a noise handle).
+
+    It must leave the tubes of the ``others`` (the rest of its cycle) by at least ``ratio``
+    times its radius ``rb`` somewhere, and from its point farthest out, the straight way to the
+    nearest of those centerlines must cross background (``inside(points) -> bool``, sampled
+    every ``step`` mm): a bridge over a hole in a wall has lumen all the way in, a vessel that
+    bends away and comes back to touch another has background between them.
+    """
+    from scipy.spatial import cKDTree
+
+    if len(b.pts) == 0 or not others:
+        return False
+    pts = np.concatenate([o.polyline(g) for o in others])
+    rad = np.concatenate([np.r_[g.node_r[o.u], o.r, g.node_r[o.v]] for o in others])
+    d, i = cKDTree(pts).query(b.pts)
+    clearance = d - rad[i]
+    k = int(np.argmax(clearance))
+    if clearance[k] < ratio * rb:
+        return False
+    if inside is None:
+        return True
+    n = max(int(np.ceil(d[k] / step)), 2)
+    line = b.pts[k] + np.linspace(0.0, 1.0, n + 1)[:, None] * (pts[i[k]] - b.pts[k])
+    return not bool(np.all(inside(line)))
 
 
 def _split_at_neck(g: SkeletonGraph, b: Branch) -> np.ndarray | None:
