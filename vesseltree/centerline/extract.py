@@ -7,7 +7,9 @@ Pipeline (each step in its own module):
    inscribed radius by k-d tree;
 3. :mod:`.graph_build` skeleton voxels -> junction clusters, tips and branches, numbered by world
    position;
-4. :mod:`.prune` remove spurs (relative to the local radius), cut short noise cycles, drop crumbs;
+4. :mod:`.prune` remove spurs (relative to the local radius), cut short cycles (a bridge or a
+   thread along a wall deleted; a vessel that touches another cut at the contact's neck), drop
+   crumbs;
 5. :mod:`.refine` resample each branch, centre every node on its cross-section (rays in the plane
    normal to the branch through the trilinear mask), radius from the cross-section area,
    smoothing along branches, junctions placed where the branch axes meet, each branch straight
