@@ -411,13 +411,13 @@ def extract_graph(
     g.merge_degree_two()
     voxel = float(np.mean(spacing_mm))
     wall = cfg.wall_offset * float(spacing_mm.min())
-    spurs = prune_spurs(
-        g,
+    spur_kw = dict(
         spur_ratio=cfg.spur_ratio,
         min_length_mm=cfg.min_spur_mm,
         wall_offset_mm=wall,
         parent_ratio=cfg.spur_parent_ratio,
     )
+    spurs = prune_spurs(g, **spur_kw)
     contacts = cut_contacts(g, contact_ratio=cfg.contact_ratio) if cfg.contact_ratio > 0 else []
     inv = np.linalg.inv(affine)
 
@@ -432,26 +432,14 @@ def extract_graph(
     )
     cuts = cut_short_loops(g, **loop_kw)
     if cuts or contacts:
-        spurs += prune_spurs(
-            g,
-            spur_ratio=cfg.spur_ratio,
-            min_length_mm=cfg.min_spur_mm,
-            wall_offset_mm=wall,
-            parent_ratio=cfg.spur_parent_ratio,
-        )
+        spurs += prune_spurs(g, **spur_kw)
     # last, once every spur is gone: junctions a stub apart become one
     links = collapse_short_links(g, link_ratio=cfg.link_ratio) if cfg.link_ratio > 0 else 0
     if links:
         more = cut_short_loops(g, **loop_kw)
         if more:
             cuts += more
-            spurs += prune_spurs(
-                g,
-                spur_ratio=cfg.spur_ratio,
-                min_length_mm=cfg.min_spur_mm,
-                wall_offset_mm=wall,
-                parent_ratio=cfg.spur_parent_ratio,
-            )
+            spurs += prune_spurs(g, **spur_kw)
     crumbs = drop_small_components(g, min_length_mm=cfg.min_component_length_mm)
     g.merge_degree_two()
     t_graph = time.perf_counter()

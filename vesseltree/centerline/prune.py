@@ -9,11 +9,12 @@ Both rules are dimensionless, in units of the local inscribed radius, so one set
   wall, not a vessel: on a rough wall the bumps are thin, so their own radius alone lets
   bumps a few voxels high through);
 * a cycle is a noise handle when its length is below ``loop_ratio`` times the largest radius on it
-  (a hole punched through a wall, or two touching vessels bridged by a few voxels); it is cut at
-  the narrowest point of its thinnest branch, and what is left of that branch on either side is
-  pruned like any other terminal branch: a short bridge vanishes, while a real vessel whose end
-  touches another one keeps its length and ends at the contact. Longer cycles (anastomoses,
-  the circle of Willis, a real loop) are kept.
+  (a hole punched through a wall, or two touching vessels bridged by a few voxels); its thinnest
+  branch is deleted, unless that branch stands apart from the rest of the cycle as a vessel of
+  its own (a vessel whose end touches another one): then it is cut at its narrowest point and
+  what is left either side is pruned like any other terminal branch, so the vessel keeps its
+  length and ends at the contact. Longer cycles (anastomoses, the circle of Willis, a real loop)
+  are kept.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import heapq
 import logging
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from .graph_build import Branch, SkeletonGraph
 
@@ -227,8 +229,6 @@ def _stands_apart(
     every ``step`` mm): a bridge over a hole in a wall has lumen all the way in, a vessel that
     bends away and comes back to touch another has background between them.
     """
-    from scipy.spatial import cKDTree
-
     if len(b.pts) == 0 or not others:
         return False
     pts = np.concatenate([o.polyline(g) for o in others])
