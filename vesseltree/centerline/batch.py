@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..errors import InvalidInputError
 from ..io import GRAPH_SUFFIXES, VOLUME_SUFFIXES
+from ..io.volumes import _volume_suffix
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +45,6 @@ SUMMARY_COLUMNS = (
 SUMMARY_NAME = "summary.csv"
 
 
-def _volume_suffix(name: str) -> str | None:
-    low = name.lower()
-    hits = [s for s in VOLUME_SUFFIXES if low.endswith(s)]
-    return max(hits, key=len) if hits else None
-
-
 def volume_files(inputs) -> list[Path]:
     """The volume files named by ``inputs``: paths, or folders (their volume files, sorted, not
     recursive), one or an iterable of them; in the order given, each file once.
@@ -67,14 +62,14 @@ def volume_files(inputs) -> list[Path]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.is_file() and _volume_suffix(f.name))
+            found = sorted(f for f in p.iterdir() if f.is_file() and _volume_suffix(f))
             if not found:
                 raise InvalidInputError(
                     f"folder {str(p)!r} holds no volume file ({' '.join(VOLUME_SUFFIXES)})"
                 )
             files += found
         elif p.is_file():
-            if not _volume_suffix(p.name):
+            if not _volume_suffix(p):
                 raise InvalidInputError(
                     f"{str(p)!r} is not a volume file ({' '.join(VOLUME_SUFFIXES)})"
                 )
@@ -88,7 +83,7 @@ def volume_files(inputs) -> list[Path]:
 
 
 def _stem(path: Path) -> str:
-    return path.name[: len(path.name) - len(_volume_suffix(path.name) or "")]
+    return path.name[: len(path.name) - len(_volume_suffix(path) or "")]
 
 
 def write_graph_and_table(graph, path: Path, tree: bool) -> list[Path]:
@@ -277,19 +272,23 @@ def extract_batch(
     for f in files:
         old = before.get(_key(f))
         if _done_before(old, out):
-            rows[str(f)] = {**old, "status": "skipped"}
+            rows[str(f)] = {**old, "input": str(f), "status": "skipped"}
         else:
             todo.append(str(f))
     ordered = [str(f) for f in files]
 
+    def flush():
+        """The summary so far (the cases done, in input order), written atomically."""
+        return _write_summary([rows[k] for k in ordered if k in rows], summary)
+
     def record(row: dict) -> None:
         rows[row["input"]] = row
-        _write_summary([rows[k] for k in ordered if k in rows], summary)
+        flush()
         if row["status"] == "error":
             log.info("extract %s failed: %s", row["input"], row["error"])
 
     if rows:
-        _write_summary([rows[k] for k in ordered if k in rows], summary)
+        flush()
     bar = _bar(len(todo), progress)
     try:
         if jobs == 1 or len(todo) <= 1:
@@ -321,7 +320,7 @@ def extract_batch(
                     bar.update(1)
     finally:
         bar.close()
-    return _write_summary([rows[k] for k in ordered], summary)
+    return flush()
 
 
 def _check_options(kwargs: Mapping) -> None:
