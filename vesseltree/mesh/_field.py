@@ -104,25 +104,27 @@ class Cones:
         within ``pad`` of the round cone; a line meets a convex set in one interval, so the union
         of the three pieces (two end balls, the cylinder between the end planes) is their hull.
         """
-        R = np.maximum(self.ra[k], self.rb[k]) + pad
+        # per-cone components gathered one contiguous array at a time (strided (n, 3) gathers
+        # and column views cost several times more at millions of columns)
+        ra, rb, h = self.ra.take(k), self.rb.take(k), self.h.take(k)
+        R = np.maximum(ra, rb) + pad
         R2 = R * R
-        a, u, h = self.a[k], self.u[k], self.h[k]
-        wx, wy = x - a[:, 0], y - a[:, 1]
+        ax, ay, az = (self.a[:, i].take(k) for i in range(3))
+        ux, uy, uz = (self.u[:, i].take(k) for i in range(3))
+        wx, wy = x - ax, y - ay
         lo = np.full(x.shape, np.inf)
         hi = np.full(x.shape, -np.inf)
-        b = a + u * h[:, None]
-        for cen in (a, b):
-            r2 = R2 - (x - cen[:, 0]) ** 2 - (y - cen[:, 1]) ** 2
+        for cx, cy, cz in ((ax, ay, az), (ax + ux * h, ay + uy * h, az + uz * h)):
+            r2 = R2 - (x - cx) ** 2 - (y - cy) ** 2
             ok = r2 >= 0
             half = np.sqrt(np.where(ok, r2, 0.0))
-            lo = np.where(ok, np.minimum(lo, cen[:, 2] - half), lo)
-            hi = np.where(ok, np.maximum(hi, cen[:, 2] + half), hi)
+            lo = np.where(ok, np.minimum(lo, cz - half), lo)
+            hi = np.where(ok, np.maximum(hi, cz + half), hi)
         # cylinder: |w_perp + z e_perp|^2 <= R^2 with w = (wx, wy, -a_z), e = (0, 0, 1)
-        uz = u[:, 2]
-        wu0 = wx * u[:, 0] + wy * u[:, 1] - a[:, 2] * uz  # (w . u) at z = 0
+        wu0 = wx * ux + wy * uy - az * uz  # (w . u) at z = 0
         A = 1.0 - uz * uz
-        Bq = -a[:, 2] - wu0 * uz
-        C = wx * wx + wy * wy + a[:, 2] ** 2 - wu0 * wu0 - R2
+        Bq = -az - wu0 * uz
+        C = wx * wx + wy * wy + az**2 - wu0 * wu0 - R2
         disc = Bq * Bq - A * C
         par = A < 1e-12
         okc = np.where(par, C <= 0, disc >= 0) & (h > 0)
@@ -144,12 +146,14 @@ class Cones:
 
     def sdf(self, p: np.ndarray, k: np.ndarray) -> np.ndarray:
         """Exact signed distance (mm) of points ``p`` (n, 3) to cones ``k`` (n,), one per point."""
-        q = p - self.a[k]
-        u = self.u[k]
-        x = np.einsum("ij,ij->i", q, u)
-        qq = np.einsum("ij,ij->i", q, q)
+        # one contiguous gather per component (see z_interval)
+        qx, qy, qz = (p[:, i] - self.a[:, i].take(k) for i in range(3))
+        x = qx * self.u[:, 0].take(k) + qy * self.u[:, 1].take(k) + qz * self.u[:, 2].take(k)
+        qq = qx * qx + qy * qy + qz * qz
         y = np.sqrt(np.maximum(qq - x * x, 0.0))
-        return _round_cone(x, y, qq, self.h[k], self.ra[k], self.rb[k], self.s[k], self.c[k])
+        return _round_cone(
+            x, y, qq, *(c.take(k) for c in (self.h, self.ra, self.rb, self.s, self.c))
+        )
 
 
 def _round_cone(x, y, qq, h, ra, rb, s, c):
@@ -593,6 +597,9 @@ def _scatter_cones(
     )
     bounds = np.unique(np.concatenate([[0], cuts + 1, [len(ncol)]]))
     groups = cones.group
+    f32 = np.float32
+    uz32 = cones.u[:, 2].astype(f32)
+    per_cone = [c.astype(f32) for c in (cones.h, cones.ra, cones.rb, cones.s, cones.c)]
     for s0, s1 in zip(bounds[:-1], bounds[1:]):
         if s1 <= s0:
             continue
@@ -619,29 +626,27 @@ def _scatter_cones(
             continue
         total += n
         # per-column terms, relative to the cone's first centre a
-        a, u = cones.a[k], cones.u[k]
-        qx, qy = cx - a[:, 0], cy - a[:, 1]
-        oz = origin[2] + k0 * v - a[:, 2]  # q_z of the column's first sample
-        xc = qx * u[:, 0] + qy * u[:, 1]
+        ax, ay, az = (cones.a[:, i].take(k) for i in range(3))
+        ux, uy = cones.u[:, 0].take(k), cones.u[:, 1].take(k)
+        qx, qy = cx - ax, cy - ay
+        oz = origin[2] + k0 * v - az  # q_z of the column's first sample
+        xc = qx * ux + qy * uy
         qq_c = qx * qx + qy * qy
         colbase = (
             p_slot[cp] * B3
             + ((cij[:, 0] - blo[cp, 0]) * B + (cij[:, 1] - blo[cp, 1])) * B
             + (k0 - blo[cp, 2])
         )
-        cols = np.stack(
-            [oz, xc, u[:, 2], qq_c, cones.h[k], cones.ra[k], cones.rb[k], cones.s[k], cones.c[k]],
-            axis=1,
-        ).astype(np.float32)
+        # per sample: column and cone terms gathered into contiguous float32 arrays
         start = np.cumsum(cnt) - cnt
         col_of = np.repeat(np.arange(cnt.size), cnt)
         step_in = np.arange(n, dtype=np.int64) - start[col_of]
-        rep = cols[col_of]
-        qz = rep[:, 0] + step_in.astype(np.float32) * np.float32(v)
-        x = rep[:, 1] + qz * rep[:, 2]
-        qq = rep[:, 3] + qz * qz
-        y = np.sqrt(np.maximum(qq - x * x, np.float32(0)))
-        d = _round_cone(x, y, qq, rep[:, 4], rep[:, 5], rep[:, 6], rep[:, 7], rep[:, 8])
+        ks = k.take(col_of)
+        qz = oz.astype(f32).take(col_of) + step_in.astype(f32) * f32(v)
+        x = xc.astype(f32).take(col_of) + qz * uz32.take(ks)
+        qq = qq_c.astype(f32).take(col_of) + qz * qz
+        y = np.sqrt(np.maximum(qq - x * x, f32(0)))
+        d = _round_cone(x, y, qq, *(c.take(ks) for c in per_cone))
         lin = colbase[col_of] + step_in
         if mode == "min":
             np.minimum.at(dest, lin, d)
@@ -651,16 +656,16 @@ def _scatter_cones(
                 got = flag[cp[col_of]] & (d > c_lo) & (d < c_hi)
                 # int32 where the indices fit: these triples are most of the closing's memory
                 it = np.int32 if dest.size < 2**31 and len(cones) < 2**31 else np.int64
-                out.append((lin[got].astype(it), d[got], k[col_of[got]].astype(it)))
+                out.append((lin[got].astype(it), d[got], ks[got].astype(it)))
         elif mode == "argmin":
             hit = d <= dest[lin]
-            gbuf[lin[hit]] = groups[k[col_of[hit]]]
+            gbuf[lin[hit]] = groups[ks[hit]]
         elif mode == "other":
-            keep = groups[k[col_of]] != gbuf[lin]
+            keep = groups[ks] != gbuf[lin]
             np.minimum.at(dest, lin[keep], d[keep])
         else:  # "other_argmin": the group of the nearest cone of another group than gbuf's
-            hit = (groups[k[col_of]] != gbuf[lin]) & (d <= dest[lin])
-            gbuf2[lin[hit]] = groups[k[col_of[hit]]]
+            hit = (groups[ks] != gbuf[lin]) & (d <= dest[lin])
+            gbuf2[lin[hit]] = groups[ks[hit]]
     return total
 
 
@@ -746,36 +751,52 @@ def _close_gaps(
     lin, d, k, d1 = lin[keep], d[keep], k[keep], d1[keep]
     if lin.size == 0:
         return 0
-    # the cone attaining the minimum (float32 values are bitwise those of the minimum)
-    m1 = d == d1
-    u1, first = np.unique(lin[m1], return_index=True)
-    g1 = cones.group[k[m1][first]]
-    k1 = k[m1][first]
-    pos = np.searchsorted(u1, lin)
-    ok = (pos < u1.size) & (u1[np.minimum(pos, u1.size - 1)] == lin)
-    other = ok & (cones.group[k] != g1[np.minimum(pos, u1.size - 1)])
-    lo, do, ko = lin[other], d[other], k[other]
-    if lo.size == 0:
-        return 0
-    order = np.lexsort((do, lo))
-    lo, do, ko = lo[order], do[order], ko[order]
-    u2, first2 = np.unique(lo, return_index=True)
-    d2, k2 = do[first2], ko[first2]
-    j1 = np.searchsorted(u1, u2)
-    near_two = u2
+    # per-sample reductions over a dense index of the bricks that hold entries (ufunc.at
+    # instead of sorting millions of entries)
     B3 = B**3
+    bslot = lin // B3
+    has = np.zeros(pool.size // B3, bool)
+    has[bslot] = True
+    cl = (np.cumsum(has) - 1)[bslot] * B3 + (lin - bslot * B3)  # ascending with lin
+    n_cl = int(has.sum()) * B3
+    it = np.int32 if lin.size < 2**31 - 1 else np.int64
+    idx = np.arange(lin.size, dtype=it)
+    none = it(lin.size)
+    # the first entry of the cone attaining the minimum (float32 values are bitwise those of
+    # the minimum), then per entry whether its cone is of another group than that one
+    m1 = d == d1
+    first1 = np.full(n_cl, none, it)
+    np.minimum.at(first1, cl[m1], idx[m1])
+    f1 = first1[cl]
+    ok = f1 < none
+    ge = cones.group.astype(it)[k]
+    other = ok & (ge != ge[np.where(ok, f1, 0)])
+    if not other.any():
+        return 0
+    # the nearest cone of another group (the first entry attaining it)
+    lo, do, io = cl[other], d[other], idx[other]
+    d2min = np.full(n_cl, np.inf, np.float32)
+    np.minimum.at(d2min, lo, do)
+    hit = do == d2min[lo]
+    first2 = np.full(n_cl, none, it)
+    np.minimum.at(first2, lo[hit], io[hit])
+    two = np.flatnonzero(first2 < none)
+    e2 = first2[two]
+    u2, d2, k2 = lin[e2], d[e2], k[e2]
+    k1 = k[first1[two]]
+    near_two = u2
     if keys is not None:
         ng = int(cones.group.max()) + 1
-        ka, kb = k1[j1].astype(np.int64), k2.astype(np.int64)
+        ka, kb = k1.astype(np.int64), k2.astype(np.int64)
         ok = _has(keys, ka * ng + cones.group[kb]) & _has(keys, kb * ng + cones.group[ka])
-        u2, d2, k2, j1 = u2[ok], d2[ok], k2[ok], j1[ok]
+        u2, d2, k2, k1 = u2[ok], d2[ok], k2[ok], k1[ok]
         if u2.size == 0:
             return _add_webs(pool, near_two, webs, bc, origin, v, B)
     a = pool[u2].astype(np.float64)
     slot, loc = np.divmod(u2, B3)
     ijk = np.stack(np.unravel_index(loc, (B, B, B)), axis=1)
     p = origin + (bc[slot] * B + ijk) * v
-    na = _cone_normals(cones, k1[j1], p)
+    na = _cone_normals(cones, k1, p)
     nb = _cone_normals(cones, k2, p)
     new = closing_of_two(a, d2, np.einsum("ij,ij->i", na, nb), rho)
     # two facing planes that meet far away put the filled samples very deep; the closed solid
