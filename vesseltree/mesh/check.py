@@ -308,14 +308,17 @@ def count_self_intersections(vertices, faces, *, return_pairs: bool = False):
         pairs = pairs[~share]
     hits = np.zeros(len(pairs), bool)
     tol = 1e-12 * max(float(np.ptp(v, axis=0).max()), 1e-9) ** 3
+    # plane normals (b - a) x (c - a): orient(a, b, c, p) = (p - a) . n, one cross per face
+    normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     for s0 in range(0, len(pairs), 1_000_000):
         p = pairs[s0 : s0 + 1_000_000]
         ta, tb = tri[p[:, 0]], tri[p[:, 1]]
+        na, nb = normal[p[:, 0]], normal[p[:, 1]]
         hit = np.zeros(len(p), bool)
-        for t1, t2 in ((ta, tb), (tb, ta)):
+        for t1, t2, n2 in ((ta, tb, nb), (tb, ta, na)):
             a, b, c = t2[:, 0], t2[:, 1], t2[:, 2]
             # side of t2's plane of each corner of t1
-            side = [_orient(a, b, c, t1[:, i]) for i in range(3)]
+            side = [np.einsum("ij,ij->i", t1[:, i] - a, n2) for i in range(3)]
             for i in range(3):
                 o1, o2 = side[i], side[(i + 1) % 3]
                 # the edge (s, e) crosses the plane: then does it pass inside the triangle?
