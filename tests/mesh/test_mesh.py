@@ -709,3 +709,59 @@ def test_synthetic_trees_are_genus_0_after_stl(tmp_path):
     assert min(plain_genus) > 0
     rep = round_trip(m, tmp_path, expected_bodies=1, expected_genus=0)
     assert rep.ok, str(rep)
+
+
+# ----------------------------------------------------------------------------- joint cuts
+def _wiggly_chain(seed: int, n: int = 60):
+    """A dense, bending, tapering polyline: cones much shorter than their radius."""
+    rng = np.random.default_rng(seed)
+    step = rng.normal(0, 1, (n - 1, 3)) * 0.05 + np.array([0.2, 0.0, 0.0])
+    pts = np.concatenate([[[0.0, 0.0, 0.0]], np.cumsum(step, axis=0)])
+    r = 1.2 + 0.4 * np.sin(np.linspace(0, 3, n)) + rng.uniform(-0.05, 0.05, n)
+    return pts, r
+
+
+def test_joint_cut_region_is_dominated_by_the_next_cone():
+    from vesseltree.mesh._field import Cones, joint_cuts
+
+    for seed in range(4):
+        pts, r = _wiggly_chain(seed)
+        cones = Cones.build(pts[:-1], pts[1:], r[:-1], r[1:], np.zeros(len(pts) - 1))
+        pad = 0.5
+        cut = joint_cuts(cones, pad)
+        # (a cone stored as one sphere, where one end ball holds the other, is left whole)
+        assert np.isfinite(cut[:-1]).mean() > 0.8 and np.isinf(cut[-1])  # the chain's end too
+        rng = np.random.default_rng(seed)
+        k = rng.integers(0, len(cones) - 1, 20_000)
+        p = cones.b[k] + rng.normal(0, 1, (k.size, 3)) * (r.max() + pad)
+        x = np.einsum("ij,ij->i", p - cones.a[k], cones.u[k])
+        # the points the field evaluates (within pad of cone k) past its cut
+        past = (x > cut[k]) & (cones.sdf(p, k) <= pad)
+        assert past.sum() > 1000
+        d_k, d_next = cones.sdf(p[past], k[past]), cones.sdf(p[past], k[past] + 1)
+        assert np.all(d_next <= d_k + 1e-9)
+    # another group, or a next sphere that does not hold this one's end: no cut
+    cones = Cones.build(pts[:-1], pts[1:], r[:-1], r[1:], np.arange(len(pts) - 1) % 2)
+    assert np.isinf(joint_cuts(cones, 0.5)).all()
+    shrunk = Cones.build(pts[:-1], pts[1:], r[:-1], r[1:] + 0.01, np.zeros(len(pts) - 1))
+    assert np.isinf(joint_cuts(shrunk, 0.5)).all()
+
+
+def test_joint_cuts_leave_the_surface_unchanged(monkeypatch):
+    import vesseltree.mesh._field as field
+
+    pts, r = _wiggly_chain(1, 120)
+    side, rs = _wiggly_chain(2, 50)
+    side = side[:, [1, 0, 2]] + pts[40]  # a branch leaving node 40
+    pos = np.concatenate([pts, side[1:]])
+    edges = [[i, i + 1] for i in range(119)] + [[40, 120]] + [[i, i + 1] for i in range(120, 168)]
+    g = VesselGraph(pos, np.concatenate([r, 0.6 * rs[1:]]), edges)
+    cut = from_graph(g, voxel_size=0.2, refine=False)
+    whole_cut = field.joint_cuts
+    monkeypatch.setattr(field, "joint_cuts", lambda c, pad: np.full(len(c), np.inf))
+    whole = from_graph(g, voxel_size=0.2, refine=False)
+    monkeypatch.setattr(field, "joint_cuts", whole_cut)
+    assert np.array_equal(cut.faces, whole.faces)
+    assert np.abs(cut.vertices - whole.vertices).max() < 1e-5
+    s_cut, s_whole = cut.metadata["vesseltree"]["samples"], whole.metadata["vesseltree"]["samples"]
+    assert s_cut < 0.7 * s_whole
