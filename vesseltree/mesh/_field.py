@@ -8,9 +8,10 @@ centre is farther from the surface than its half diagonal (plus a margin) holds 
 field is 1-Lipschitz) and is filled with a constant. Within a cone's box, each grid column is
 clipped to the cone's padded capsule, and a cone whose end sphere the next cone of its chain
 holds skips the samples past that end, where the next cone is as near (:func:`joint_cuts`: a
-dense centerline otherwise evaluates every sample for about ten consecutive cones). Marching cubes runs brick by brick on the
-brick's samples plus one layer borrowed from its +i/+j/+k neighbours, and vertices are welded by
-the grid edge they lie on, so the result is watertight without a dense grid over the bounding box.
+dense centerline otherwise evaluates every sample for about ten consecutive cones). Marching
+cubes runs brick by brick on the brick's samples plus one layer borrowed from its +i/+j/+k
+neighbours, and vertices are welded by the grid edge they lie on, so the result is watertight
+without a dense grid over the bounding box.
 
 Optional terms, each keeping the field continuous (so the mesh stays watertight):
 
@@ -192,7 +193,7 @@ def joint_cuts(cones: Cones, pad: float) -> np.ndarray:
     ``k`` may skip that region. Within its padded capsule (distance ``R`` from the axis) the
     region holds every point with ``x > h + R max(s, 0) / c``. Chains of cones much shorter than
     their radius (a dense polyline) otherwise evaluate each sample for every cone whose padded
-    capsule reaches it: the cut about halves the samples.
+    capsule reaches it: the cut drops about 40% of them (a 1,000-branch tree's).
     """
     n = len(cones)
     cut = np.full(n, np.inf)
