@@ -21,13 +21,14 @@ from __future__ import annotations
 
 from .api import extract, load_source, to_forest
 from .batch import extract_batch
-from .extract import ExtractionConfig, extract_graph, seat_graph_tips
+from .extract import ExtractionConfig, extract_graph, seat_graph_tips, with_wall_radii
 from .table import branch_table
 
 __all__ = [
     "ExtractionConfig",
     "extract_graph",
     "seat_graph_tips",
+    "with_wall_radii",
     "extract",
     "extract_batch",
     "load_source",

@@ -68,6 +68,13 @@ def add_parser(subparsers) -> None:
         default="thicken",
         help="tubes thinner than 0.9 voxel: thicken to it (default, warns), keep (may break), or fail",
     )
+    p.add_argument(
+        "--wall-radii",
+        default=None,
+        metavar="MASK",
+        help="graphs only: re-measure every radius from this mask (the circle nearest the lumen's "
+        "outline), so that a centerline from another tool (VMTK: inscribed radii) meshes to the wall",
+    )
     p.add_argument("--no-check", action="store_true", help="skip the print check")
     p.set_defaults(func=run)
 
@@ -84,11 +91,12 @@ def run(args) -> int:
     out = Path(args.output)
     t0 = time.perf_counter()
     if _is_volume(src):
-        if args.hollow or args.open_ends:
+        if args.hollow or args.open_ends or args.wall_radii:
             from ..errors import InvalidInputError
 
             raise InvalidInputError(
-                "--hollow and --open-ends need a graph input; extract a centerline first"
+                "--hollow, --open-ends and --wall-radii need a graph input; extract a "
+                "centerline first"
             )
         mesh = from_mask(src, keep=args.keep)
         expected = None
@@ -96,6 +104,12 @@ def run(args) -> int:
         from ..io import read_graph
 
         graph = read_graph(src)
+        if args.wall_radii:
+            from ..centerline import with_wall_radii
+            from ..io import read_volume
+
+            graph = with_wall_radii(graph, read_volume(args.wall_radii))
+            print(f"radii measured from {args.wall_radii} ({graph.meta['radii_kept']} nodes kept)")
         if args.keep == "largest" and graph.n_components > 1:
             graph = graph.components()[0]
         if args.hollow:

@@ -963,7 +963,9 @@ def from_graph(
         Vessel ends (degree-1 nodes): the end node's sphere (the polyball model), or the vessel
         continued straight for one end radius and cut there by a plane perpendicular to the
         centerline. "flat" follows VMTK's convention that a centerline stops one inscribed-sphere
-        radius before the capped boundary of the surface it was computed from.
+        radius before the capped boundary of the surface it was computed from. Where
+        ``node_data["end_length"]`` exists (:func:`~vesseltree.centerline.with_wall_radii` keeps
+        the given radius there), the vessel runs on that far instead.
     close : float, mm, optional
         Radius of the ball that closes the crotch between two branches leaving one junction, as
         long as their gap stays under 1.5 voxels (module docstring). Default one voxel; 0 keeps
@@ -1198,7 +1200,10 @@ def _flat_end_cones(graph: VesselGraph, gc: GraphCones, voxel: float):
         return gc, None
     r = graph.radii[ends]
     a = graph.positions[ends]
-    b = a + t * r[:, None]
+    # how far the vessel runs on past its end node: one end radius, or the graph's own record of
+    # it (with_wall_radii keeps the given radius there when it measures a wider tube)
+    length = np.asarray(graph.node_data.get("end_length", graph.radii), np.float64)[ends]
+    b = a + t * length[:, None]
     # the extension belongs to the branch of its end node (blending treats it as that branch)
     c = gc.cones
     branch_of = np.zeros(graph.n_nodes, np.int64)
