@@ -665,6 +665,16 @@ def extract_graph(
     )
 
 
+def _graph_and_mask(graph, mask) -> Volume:
+    """Check a centerline graph and the 3D mask it lies in (returned as a Volume)."""
+    if not isinstance(graph, VesselGraph):
+        raise InvalidInputError(f"graph must be a VesselGraph, got {describe(graph)}")
+    mask = as_volume(mask, name="mask")
+    if mask.data.ndim != 3:
+        raise InvalidInputError(f"mask must be 3D, got shape {mask.data.shape}")
+    return mask
+
+
 def seat_graph_tips(graph: VesselGraph, mask: Volume, **overrides) -> VesselGraph:
     """Seat every free tip of a centerline graph of ``mask`` where its ball reaches the end of
     the lumen (:func:`~vesseltree.centerline.tips.seat_tips`).
@@ -693,17 +703,13 @@ def seat_graph_tips(graph: VesselGraph, mask: Volume, **overrides) -> VesselGrap
         The seated graph (``meta["tips_seated"]`` counts the tips moved), or ``graph`` itself
         where no tip moved or seating is off.
     """
-    if not isinstance(graph, VesselGraph):
-        raise InvalidInputError(f"graph must be a VesselGraph, got {describe(graph)}")
+    mask = _graph_and_mask(graph, mask)
     unknown = set(overrides) - {f.name for f in fields(ExtractionConfig)}
     if unknown:
         raise InvalidInputError(
             f"unknown seat_graph_tips options {sorted(unknown)}; see ExtractionConfig"
         )
     cfg = replace(ExtractionConfig(), **overrides)
-    mask = as_volume(mask, name="mask")
-    if mask.data.ndim != 3:
-        raise InvalidInputError(f"mask must be 3D, got shape {mask.data.shape}")
     if graph.n_nodes == 0 or not cfg.seat_tips or cfg.extend_tips:
         return graph
     affine = np.asarray(mask.affine, np.float64)
@@ -791,14 +797,10 @@ def with_wall_radii(
         a direction (isolated) and nodes outside the lumen keep their radius;
         ``meta["radii_kept"]`` counts them.
     """
-    if not isinstance(graph, VesselGraph):
-        raise InvalidInputError(f"graph must be a VesselGraph, got {describe(graph)}")
+    mask = _graph_and_mask(graph, mask)
     if int(n_rays) < 8:
         raise InvalidInputError(f"n_rays must be at least 8, got {n_rays!r}")
     cfg = replace(ExtractionConfig(), threshold=threshold)
-    mask = as_volume(mask, name="mask")
-    if mask.data.ndim != 3:
-        raise InvalidInputError(f"mask must be 3D, got shape {mask.data.shape}")
     n = graph.n_nodes
     radii = graph.radii.copy()
     measured = np.zeros(n, bool)
