@@ -461,13 +461,7 @@ def extract_graph(
     junction = deg >= 3
     movable = ~junction
     sampler = _sampler(data, affine, cfg, mask)
-    ray_kw = dict(
-        n_rays=cfg.n_rays,
-        step_mm=0.5 * float(spacing_mm.min()),
-        reach=2.0,
-        reach_mm=1.5 * float(spacing_mm.max()),
-        clip_ratio=cfg.clip_ratio,
-    )
+    ray_kw = _ray_kw(spacing_mm, n_rays=cfg.n_rays, clip_ratio=cfg.clip_ratio)
     weights = np.ones(n)
     # the same graph is smoothed several times: each system is factorised once
     lam_pre = max(cfg.smoothing, 1.0)
@@ -797,9 +791,9 @@ def with_wall_radii(
         a direction (isolated) and nodes outside the lumen keep their radius;
         ``meta["radii_kept"]`` counts them.
     """
-    mask = _graph_and_mask(graph, mask)
     if int(n_rays) < 8:
         raise InvalidInputError(f"n_rays must be at least 8, got {n_rays!r}")
+    mask = _graph_and_mask(graph, mask)
     cfg = replace(ExtractionConfig(), threshold=threshold)
     n = graph.n_nodes
     radii = graph.radii.copy()
@@ -823,12 +817,8 @@ def with_wall_radii(
                 graph.positions[ids],
                 tangents[ids],
                 np.maximum(radii[ids], float(spacing_mm.max())),
-                n_rays=int(n_rays),
-                step_mm=0.5 * float(spacing_mm.min()),
-                reach=2.0,
-                reach_mm=1.5 * float(spacing_mm.max()),
-                clip_ratio=1e9,
                 rays=True,
+                **_ray_kw(spacing_mm, n_rays=int(n_rays), clip_ratio=1e9),
             )
             ok = sec["inside"]
             rho = sec["rho"][ok]
@@ -845,6 +835,18 @@ def with_wall_radii(
     meta = dict(graph.meta)
     meta["radii_kept"] = int(n - measured.sum())
     return graph.replace(radii=radii, node_data=node_data, meta=meta)
+
+
+def _ray_kw(spacing_mm: np.ndarray, *, n_rays: int, clip_ratio: float) -> dict:
+    """:func:`cross_sections` settings for a grid of ``spacing_mm``: march in half the smallest
+    voxel, follow rays to twice the expected radius plus 1.5 of the largest voxel."""
+    return dict(
+        n_rays=n_rays,
+        step_mm=0.5 * float(spacing_mm.min()),
+        reach=2.0,
+        reach_mm=1.5 * float(spacing_mm.max()),
+        clip_ratio=clip_ratio,
+    )
 
 
 def _sampler(data: np.ndarray, affine: np.ndarray, cfg: ExtractionConfig, mask=None):
