@@ -512,3 +512,28 @@ def test_branches_run_straight_from_a_wide_fork():
     assert np.array_equal(out[paths[0]], pos[paths[0]])  # the straight parent stays put
     # the arms no longer run along the crotch: the first arm node has left the junction's row
     assert out[paths[1][1], 1] < -0.2 and out[paths[2][1], 1] < -0.2
+
+
+def test_hold_fork_radii_takes_each_branch_value_beyond_its_forks():
+    from vesseltree.centerline.refine import hold_fork_radii
+
+    x = np.arange(14) * 0.5
+    positions = np.stack([x, np.zeros(14), np.zeros(14)], axis=1)
+    junction = np.zeros(14, bool)
+    junction[[0, 10]] = True
+    # 0 (junction) .. 10 (junction) .. 13 (tip); nodes 1-3 and 7-9 lie within 1.6 mm of a fork
+    radii = np.array([np.nan, 2.0, 1.6, 1.2, 1.0, 0.9, 1.1, 1.0, 1.5, 1.8, np.nan, 1.7, 1.3, 0.8])
+    reach = np.full(14, 1.6)
+    paths = [np.arange(11), np.arange(10, 14)]
+    out = hold_fork_radii(radii, positions, paths, junction, reach)
+    np.testing.assert_allclose(out[1:4], 1.0)  # node 4, the first beyond 1.6 mm from node 0
+    np.testing.assert_allclose(out[7:10], 1.1)  # node 6, the nearest beyond node 10's reach
+    np.testing.assert_allclose(out[4:7], radii[4:7])
+    assert np.isnan(out[0]) and np.isnan(out[10])  # junctions are left to the caller
+    # the short branch 10-13 lies within node 10's reach but for its tip: its smallest radius
+    np.testing.assert_allclose(out[11:13], 1.3)
+    assert out[13] == radii[13]
+    assert not np.shares_memory(out, radii)
+    # a branch within reach of its junctions everywhere takes its smallest radius
+    short = hold_fork_radii(radii, positions, [np.arange(5)], junction | (x == 2.0), reach)
+    np.testing.assert_allclose(short[1:4], 1.2)

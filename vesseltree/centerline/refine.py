@@ -544,6 +544,84 @@ def smoothing_matrix(triples: np.ndarray, weights: np.ndarray, lam: float) -> sp
     return sp.csc_matrix((vals, row, indptr), shape=(n, n), copy=False)
 
 
+def hold_fork_radii(
+    radii: np.ndarray,
+    positions: np.ndarray,
+    paths: list[np.ndarray],
+    junction: np.ndarray,
+    reach: np.ndarray,
+) -> np.ndarray:
+    """Radii near junctions taken from their branch just beyond the fork.
+
+    Within ``reach[j]`` (mm, along the branch) of a junction node ``j``, the plane normal to a
+    branch cuts through the fork as well: the other branches' lumens widen the outline, so its
+    area reads too large. Each node there takes the radius of the first node of its branch
+    beyond the reach of both of the branch's ends; a branch that lies within reach of its
+    junctions everywhere takes the smallest radius measured on it. Junction nodes themselves
+    and nodes with no measured radius (NaN) are left as they are.
+
+    Parameters
+    ----------
+    radii : (n,) float
+        Measured radii (NaN where none was measured).
+    positions : (n, 3) float, mm
+    paths : list of int arrays
+        Each branch's node ids from one key node (junction or tip) to the next.
+    junction : (n,) bool
+    reach : (n,) float, mm
+        The fork's extent around each junction node.
+
+    Returns
+    -------
+    (n,) float
+        A copy of ``radii``.
+    """
+    out = radii.copy()
+    paths = [p for p in paths if len(p) >= 3 and (junction[p[0]] or junction[p[-1]])]
+    if not paths:
+        return out
+    # every path's nodes in one array; arc length from the path's first node
+    size = np.array([len(p) for p in paths])
+    start = np.concatenate([[0], np.cumsum(size)[:-1]])
+    node = np.concatenate(paths)
+    pid = np.repeat(np.arange(len(paths)), size)
+    step = np.linalg.norm(np.diff(positions[node], axis=0), axis=1)
+    step[start[1:] - 1] = 0.0  # no step from one path's last node to the next path's first
+    arc = np.concatenate([[0.0], np.cumsum(step)])
+    arc -= arc[start][pid]
+    first, last = node[start], node[start + size - 1]
+    length = arc[start + size - 1]
+    near = (junction[first][pid] & (arc < reach[first][pid])) | (
+        junction[last][pid] & (length[pid] - arc < reach[last][pid])
+    )
+    inner = np.ones(len(node), bool)
+    inner[start] = inner[start + size - 1] = False  # the key nodes themselves
+    r = radii[node]
+    fix = near & inner & np.isfinite(r)
+    clean = ~near & inner & np.isfinite(r)
+    if not fix.any():
+        return out
+    # a path with no clean node: its smallest measured radius
+    has_clean = np.bincount(pid[clean], minlength=len(paths)) > 0
+    lowest = np.full(len(paths), np.inf)
+    ok = inner & np.isfinite(r)
+    np.minimum.at(lowest, pid[ok], r[ok])
+    value = np.where(has_clean[pid], np.nan, lowest[pid])
+    # otherwise: the nearest clean node of the same path, along it (paths laid end to end on
+    # one axis, each a gap longer than itself after the one before)
+    key = arc + np.concatenate([[0.0], np.cumsum(2.0 * length + 1.0)])[pid]
+    k = np.flatnonzero(clean)
+    want = fix & has_clean[pid]
+    at = np.searchsorted(key[k], key[want])
+    lo = k[np.clip(at - 1, 0, len(k) - 1)]
+    hi = k[np.clip(at, 0, len(k) - 1)]
+    d_lo = np.where(pid[lo] == pid[want], np.abs(key[want] - key[lo]), np.inf)
+    d_hi = np.where(pid[hi] == pid[want], np.abs(key[hi] - key[want]), np.inf)
+    value[want] = r[np.where(d_lo <= d_hi, lo, hi)]
+    out[node[fix]] = value[fix]
+    return out
+
+
 def place_junctions(
     positions: np.ndarray,
     paths: list[np.ndarray],
