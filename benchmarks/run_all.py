@@ -4,6 +4,7 @@
 
 The benchmarks and their usual wall time on the 2-core development machine: ``centerline.py``
 (~17 min, vesseltree vs kimimaro vs skan), ``intra_trees.py`` (~1.5 min, real IntrA shapes),
+``tubetk_all.py`` (~4 min, all 77 TubeTK masks, the 67 without expert centerlines included),
 ``mesh.py`` (~14 min), ``deformcl.py`` (~6 min), ``vetta.py`` (~30 s with the conv rows of the
 last full run reused; a full conv-AE retraining takes as long as VeTTA trained). The GPU scripts
 (``gpu_*.py``) need a CUDA machine and are not run here.
@@ -23,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = {
     "centerline": [],
     "intra_trees": [],
+    "tubetk_all": [],
     "mesh": [],
     "deformcl": [],
     "vetta": ["--n", "40", "--conv-from", str(HERE / "results" / "vetta_before.json")],
