@@ -60,11 +60,6 @@ def load(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(np.asanyarray(img.dataobj) != 0), np.asarray(img.affine, float)
 
 
-def _length(graph) -> float:
-    e = graph.edges
-    return float(np.linalg.norm(graph.positions[e[:, 0]] - graph.positions[e[:, 1]], axis=1).sum())
-
-
 def expert_density(case: str) -> dict[str, float]:
     """Junctions and free tips per 100 mm of the expert centerline (the 10 traced cases)."""
     from vesseltree.io import read_tubetk_centerlines
@@ -115,7 +110,7 @@ def score(mask: np.ndarray, affine: np.ndarray, res: dict) -> dict[str, float]:
     row["mask_pieces"] = n_pieces
     row["mask_left_out"] = float(size[1:][~hit[1:]].sum()) / n_mask
     kp = graph_keypoints(g, merge_mm=1.0)
-    length = _length(g)
+    length = g.total_length
     row["length_mm"] = length
     row["graph_pieces"] = g.n_components
     row["j_per_100mm"] = 100.0 * len(kp["junctions"]) / length
