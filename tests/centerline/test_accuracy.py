@@ -156,15 +156,25 @@ def test_rough_loop_keeps_the_loop_and_drops_the_handles(synth):
     assert g.n_cycles == 1  # the real loop, and no handle
     assert 1 - (g.n_cycles - 1) / (handles - 1) >= 0.9
     # the one cycle is the real loop: it passes near both of its truth junctions
+    edges = g.edges
+    while True:  # peel the tips off until only the cycle is left
+        deg = np.bincount(edges.ravel(), minlength=g.n_nodes)
+        keep = (deg[edges] >= 2).all(1)
+        if keep.all():
+            break
+        edges = edges[keep]
+    near = cKDTree(g.positions[np.unique(edges)]).query(truth.positions[truth.junctions])[0]
+    assert near.max() <= 1.0  # measured 0.58 mm
     k = match_keypoints(graph_keypoints(g), graph_keypoints(truth))
-    assert k["junction_recall"] == 1.0
+    assert k["n_junctions"] <= 3  # measured 3 (truth 2)
     s = centerline_scores(g, truth)
     assert s["recall@1"] >= 0.95  # measured 0.985
     # the handles' threads along the wall are deleted, not cut into two spurs each (which kept
-    # them as the vessels that stand apart are kept: precision 0.768, 18 spurious tips)
-    assert s["precision@0.5"] >= 0.88  # measured 0.910
-    # rough walls still leave a few spurs (the truth has 2 tips)
-    assert k["spurious_endpoints"] <= 14  # measured 11
+    # them as the vessels that stand apart are kept: precision 0.768, 18 spurious tips), and
+    # the threads thinning leaves along the rough wall are spurs (ridge_ratio): measured
+    # precision 0.967 and 2 spurious tips (the truth has 2 tips); with ridge_ratio=0, 0.908 and 11
+    assert s["precision@0.5"] >= 0.94
+    assert k["spurious_endpoints"] <= 4
 
 
 def test_tubetk_junctions_and_endpoints(shared_data):

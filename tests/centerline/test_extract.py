@@ -537,3 +537,39 @@ def test_hold_fork_radii_takes_each_branch_value_beyond_its_forks():
     # a branch within reach of its junctions everywhere takes its smallest radius
     short = hold_fork_radii(radii, positions, [np.arange(5)], junction | (x == 2.0), reach)
     np.testing.assert_allclose(short[1:4], 1.2)
+
+
+def test_thread_along_the_wall_is_a_spur_and_a_side_branch_is_not():
+    from vesseltree.centerline.graph_build import Branch, SkeletonGraph
+    from vesseltree.centerline.prune import prune_spurs
+
+    def build():
+        g = SkeletonGraph()
+        a, j, b = (g.add_node(p, 1.0) for p in ([0, 0, 0], [0, 0, 10], [0, 0, 20]))
+        z = np.arange(0.25, 10.0, 0.25)
+        for u, v, zz in ((a, j, z), (j, b, 10.0 + z)):
+            pts = np.stack([np.zeros_like(zz), np.zeros_like(zz), zz], 1)
+            g.branches.append(Branch(u, v, pts, np.full(len(zz), 1.0)))
+        # a thin thread that leaves the junction and runs 6 mm along the parent's wall, 0.3 mm
+        # out of it (less than its own radius): long, so the length rule keeps it
+        s = np.arange(0.25, 6.0, 0.25)
+        thread = np.stack([np.minimum(s, 1.3), np.zeros_like(s), 10.0 + np.maximum(s - 1.3, 0)], 1)
+        tip = g.add_node(thread[-1] + [0, 0, 0.25], 0.4)
+        g.branches.append(Branch(j, tip, thread[:-1], np.full(len(thread) - 1, 0.4)))
+        # a side branch of the same radius and length that leaves the parent
+        side = np.stack([s, np.zeros_like(s), np.full_like(s, 10.0)], 1)
+        far = g.add_node([6.0, 0, 10.0], 0.4)
+        g.branches.append(Branch(j, far, side[:-1], np.full(len(side) - 1, 0.4)))
+        return g, far, tip
+
+    kw = dict(spur_ratio=2.0, min_length_mm=0.0, parent_ratio=0.75)
+    g, far, tip = build()
+    assert prune_spurs(g, ridge_ratio=1.0, **kw) == 1
+    ends = {n for b in g.branches if b.alive for n in (b.u, b.v)}
+    assert far in ends and tip not in ends and len(g.alive_branches()) == 3
+    # without the ridge test both stay (the thread runs 5 mm beyond the junction ball)
+    g, _, _ = build()
+    assert prune_spurs(g, ridge_ratio=0.0, **kw) == 0
+    # 0.3 mm out of the wall is more than half its radius: with ridge_ratio=0.5 it stays
+    g, _, _ = build()
+    assert prune_spurs(g, ridge_ratio=0.5, **kw) == 0

@@ -83,6 +83,11 @@ class ExtractionConfig:
         spur_parent_ratio`` times its parent's radius (1.5 parent radii by default): a bump on a
         rough wall is thin, so its own radius alone lets bumps a few voxels high through, while
         a real side branch runs on well beyond that. 0 = the branch's own radius only.
+    ridge_ratio : float
+        A terminal branch is a spur too when none of its points gets ``ridge_ratio`` times its
+        own radius out of the tubes of the branches it meets at its junction: a thread that
+        thinning leaves along a rough wall, which can be long but never leaves the vessel.
+        0 = no such test.
     min_spur_mm : float
         Terminal branches protruding less than this (mm) are pruned whatever their radius.
     wall_offset : float
@@ -175,6 +180,7 @@ class ExtractionConfig:
     max_cavity_mm3: float = 2.0
     spur_ratio: float = 2.0
     spur_parent_ratio: float = 0.75
+    ridge_ratio: float = 1.0
     min_spur_mm: float = 0.0
     wall_offset: float = 0.5
     link_ratio: float = 2.0
@@ -226,6 +232,7 @@ class ExtractionConfig:
             "link_ratio",
             "contact_ratio",
             "spur_parent_ratio",
+            "ridge_ratio",
             "fork_ratio",
         ):
             if getattr(self, name) < 0:
@@ -430,6 +437,7 @@ def extract_graph(
         min_length_mm=cfg.min_spur_mm,
         wall_offset_mm=wall,
         parent_ratio=cfg.spur_parent_ratio,
+        ridge_ratio=cfg.ridge_ratio,
     )
     spurs = prune_spurs(g, **spur_kw)
     contacts = cut_contacts(g, contact_ratio=cfg.contact_ratio) if cfg.contact_ratio > 0 else []

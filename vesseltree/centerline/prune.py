@@ -8,6 +8,10 @@ Both rules are dimensionless, in units of the local inscribed radius, so one set
   own radius, or than ``spur_ratio * parent_ratio`` times the parent's radius (a bump of the
   wall, not a vessel: on a rough wall the bumps are thin, so their own radius alone lets
   bumps a few voxels high through);
+* a terminal branch is a spur too when none of its points lies more than ``ridge_ratio`` times
+  its own radius outside the tubes of the branches it meets at its junction (a ridge along
+  their wall: on a rough wall thinning leaves threads that run beside the vessel, which can be
+  long, yet never leave it);
 * a cycle is a noise handle when its length is below ``loop_ratio`` times the largest radius on it
   (a hole punched through a wall, or two touching vessels bridged by a few voxels); its thinnest
   branch is deleted, unless that branch stands apart from the rest of the cycle as a vessel of
@@ -45,6 +49,7 @@ def prune_spurs(
     min_length_mm: float,
     wall_offset_mm: float = 0.0,
     parent_ratio: float = 0.0,
+    ridge_ratio: float = 0.0,
 ) -> int:
     """Remove spurs until none is left; returns how many were removed.
 
@@ -61,8 +66,13 @@ def prune_spurs(
     parent_ratio : float
         The least radius, as a fraction of the parent's at the junction, that a terminal branch
         is measured with (0: its own radius only).
+    ridge_ratio : float
+        A terminal branch is a spur too when every one of its points lies less than
+        ``ridge_ratio`` times its own radius outside the tubes (inscribed balls) of the other
+        branches at its junction and of the junction itself (0: no such test).
     """
     removed = 0
+    ridge_seen: dict[tuple, bool] = {}  # (branch, other branches at its junction) -> ridge?
     while True:
         inc = g.incidence()
         best: dict[int, tuple[float, int]] = {}
@@ -83,8 +93,18 @@ def prune_spurs(
                 1e-6,
             )
             protrusion = b.length(g) - g.node_r[junction] - wall_offset_mm
+            score = None
             if protrusion < spur_ratio * rb or protrusion < min_length_mm:
                 score = protrusion / rb
+            elif ridge_ratio > 0:
+                key = (bi, *sorted(inc[junction]))
+                if key not in ridge_seen:
+                    ridge_seen[key] = _is_ridge(
+                        g, bi, junction, inc[junction], ridge_ratio, wall_offset_mm
+                    )
+                if ridge_seen[key]:
+                    score = spur_ratio  # after every spur of the length rule at this junction
+            if score is not None:
                 if junction not in best or score < best[junction][0]:
                     best[junction] = (score, bi)
         if not best:
@@ -93,6 +113,39 @@ def prune_spurs(
             g.branches[bi].alive = False
             removed += 1
         g.merge_degree_two()
+
+
+def _is_ridge(
+    g: SkeletonGraph, bi: int, junction: int, at_junction: list[int], ratio: float, wall: float
+) -> bool:
+    """True when no point of terminal branch ``bi`` gets ``ratio`` own radii out of the rest.
+
+    The rest is the union of the balls (inscribed radius + ``wall``) of the junction node and of
+    every point of the other branches at ``junction``. The free tip is tested first: most
+    branches leave the rest there, and the whole branch need not be measured.
+    """
+    b = g.branches[bi]
+    tip = b.u if junction == b.v else b.v
+    own = max(_branch_radius(g, bi) + wall, 1e-6)
+    centres = [g.node_pos[junction][None]]
+    radii = [np.array([g.node_r[junction]])]
+    for bj in at_junction:
+        if bj != bi and len(g.branches[bj].r):
+            centres.append(g.branches[bj].pts)
+            radii.append(g.branches[bj].r)
+    centres = np.concatenate(centres)
+    reach = np.concatenate(radii) + wall + ratio * own
+
+    def outside(points: np.ndarray) -> bool:
+        for i in range(0, len(points), 64):  # blocks keep the distance table small
+            d2 = ((points[i : i + 64, None, :] - centres[None, :, :]) ** 2).sum(-1)
+            if np.any(np.all(d2 >= reach[None, :] ** 2, axis=1)):
+                return True
+        return False
+
+    if outside(g.node_pos[tip][None]):
+        return False
+    return not outside(b.pts) if len(b.pts) else True
 
 
 def _shortest_cycles(g: SkeletonGraph, loop_ratio: float) -> list[tuple[float, list[int]]]:
