@@ -115,26 +115,27 @@ def prune_spurs(
         g.merge_degree_two()
 
 
+def _tubes(g: SkeletonGraph, branches: list[Branch]) -> tuple[np.ndarray, np.ndarray]:
+    """Centres (P, 3) and inscribed radii (P,) of ``branches``, end nodes included, mm."""
+    pts = np.concatenate([b.polyline(g) for b in branches])
+    rad = np.concatenate([np.r_[g.node_r[b.u], b.r, g.node_r[b.v]] for b in branches])
+    return pts, rad
+
+
 def _is_ridge(
     g: SkeletonGraph, bi: int, junction: int, at_junction: list[int], ratio: float, wall: float
 ) -> bool:
     """True when no point of terminal branch ``bi`` gets ``ratio`` own radii out of the rest.
 
-    The rest is the union of the balls (inscribed radius + ``wall``) of the junction node and of
-    every point of the other branches at ``junction``. The free tip is tested first: most
+    The rest is the union of the balls (inscribed radius + ``wall``) of every point of the other
+    branches at ``junction``, their end nodes included (:func:`_tubes`). The free tip is tested first: most
     branches leave the rest there, and the whole branch need not be measured.
     """
     b = g.branches[bi]
     tip = b.u if junction == b.v else b.v
     own = max(_branch_radius(g, bi) + wall, 1e-6)
-    centres = [g.node_pos[junction][None]]
-    radii = [np.array([g.node_r[junction]])]
-    for bj in at_junction:
-        if bj != bi and len(g.branches[bj].r):
-            centres.append(g.branches[bj].pts)
-            radii.append(g.branches[bj].r)
-    centres = np.concatenate(centres)
-    reach = np.concatenate(radii) + wall + ratio * own
+    centres, radii = _tubes(g, [g.branches[bj] for bj in at_junction if bj != bi])
+    reach = radii + wall + ratio * own
 
     def outside(points: np.ndarray) -> bool:
         for i in range(0, len(points), 64):  # blocks keep the distance table small
@@ -284,8 +285,7 @@ def _stands_apart(
     """
     if len(b.pts) == 0 or not others:
         return False
-    pts = np.concatenate([o.polyline(g) for o in others])
-    rad = np.concatenate([np.r_[g.node_r[o.u], o.r, g.node_r[o.v]] for o in others])
+    pts, rad = _tubes(g, others)
     d, i = cKDTree(pts).query(b.pts)
     clearance = d - rad[i]
     k = int(np.argmax(clearance))
