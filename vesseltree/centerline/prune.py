@@ -128,8 +128,8 @@ def _is_ridge(
     """True when no point of terminal branch ``bi`` gets ``ratio`` own radii out of the rest.
 
     The rest is the union of the balls (inscribed radius + ``wall``) of every point of the other
-    branches at ``junction``, their end nodes included (:func:`_tubes`). The free tip is tested first: most
-    branches leave the rest there, and the whole branch need not be measured.
+    branches at ``junction``, their end nodes included (:func:`_tubes`). The free tip is tested
+    first: most branches leave the rest there, and the whole branch need not be measured.
     """
     b = g.branches[bi]
     tip = b.u if junction == b.v else b.v
