@@ -107,7 +107,12 @@ class BoundaryTree:
         outside = np.unique(outside, axis=0)
         pts = np.concatenate([bg, outside]).astype(np.float64)
         self.tree = (
-            cKDTree(pts @ affine[:3, :3].T + affine[:3, 3], balanced_tree=False)
+            cKDTree(
+                pts @ affine[:3, :3].T + affine[:3, 3],
+                leafsize=64,
+                balanced_tree=False,
+                compact_nodes=False,
+            )
             if len(pts)
             else None
         )
