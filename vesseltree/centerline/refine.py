@@ -557,8 +557,8 @@ def hold_fork_radii(
     branch cuts through the fork as well: the other branches' lumens widen the outline, so its
     area reads too large. Each node there takes the radius of the nearest node (along the
     branch) of its own branch that lies beyond the reach of both of the branch's ends; a branch
-    that lies within reach of its junctions everywhere takes the smallest radius measured on it. Junction nodes themselves
-    and nodes with no measured radius (NaN) are left as they are.
+    that lies within reach of its junctions everywhere takes the smallest radius measured on it.
+    Junction nodes themselves and nodes with no measured radius (NaN) are left as they are.
 
     Parameters
     ----------
